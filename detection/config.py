@@ -1,0 +1,74 @@
+"""The detector's configuration: one frozen dataclass, validated, serialisable as a plain dict."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+METHODS = ("fastrecon", "patchcore")
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    method: str = "fastrecon"
+    # Every image is resized to image_size x image_size (aspect ratio not kept; maps are resized back).
+    image_size: int = 256
+    # FastRecon (Fang et al. 2023): weight of the pull toward the per-position support mean, and the
+    # coreset size as a fraction of all k*R support patches.
+    fastrecon_lambda: float = 0.3
+    fastrecon_coreset_ratio: float = 0.15
+    # The coreset must stay well below the feature dimension D: with c >= D the row space of S is all of
+    # R^D, the projection becomes the identity and the score degenerates to lambda/(1+lambda)*||Q - mu||.
+    fastrecon_max_coreset_fraction: float = 0.5
+    # Ridge on S S^T, relative to its mean eigenvalue (numerical safety only; it barely changes P).
+    fastrecon_ridge: float = 1e-6
+    # PatchCore (Roth et al. 2022): memory bank = greedy coreset of this fraction of the support patches.
+    # It is always built: it gives the nearest normal patch that defect-type residuals need.
+    patchcore_coreset_ratio: float = 0.1
+    # Random projection used only to choose coreset points (approximate greedy k-center).
+    coreset_projection_dim: int = 128
+    gaussian_sigma: float = 4.0
+    # Thresholds from good images only, under a fitted model of normal scores: a good part exceeds
+    # good_max with probability review_rate, and defective_min with probability false_reject_rate.
+    review_rate: float = 0.05
+    false_reject_rate: float = 0.005
+    # Floors on the log-spread of normal scores (detection/thresholds.py): a handful of scores
+    # underestimates it, and jittered copies of a single image (k = 1) even more so.
+    min_log_spread: float = 0.1
+    single_image_log_spread: float = 0.25
+    batch_size: int = 8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.image_size < 32 or self.image_size % 16:
+            raise ValueError(f"image_size must be a multiple of 16 and >= 32, got {self.image_size}")
+        if self.fastrecon_lambda < 0:
+            raise ValueError("fastrecon_lambda must be >= 0")
+        for name in ("fastrecon_coreset_ratio", "patchcore_coreset_ratio", "fastrecon_max_coreset_fraction"):
+            value = getattr(self, name)
+            if not 0 < value <= 1:
+                raise ValueError(f"{name} must be in (0, 1], got {value}")
+        if not 0 < self.false_reject_rate < self.review_rate < 1:
+            raise ValueError("need 0 < false_reject_rate < review_rate < 1")
+        if self.min_log_spread <= 0 or self.single_image_log_spread <= 0:
+            raise ValueError("log-spread floors must be > 0")
+        if self.batch_size < 1 or self.coreset_projection_dim < 1 or self.gaussian_sigma < 0:
+            raise ValueError("batch_size and coreset_projection_dim must be >= 1, gaussian_sigma >= 0")
+
+    @property
+    def feature_grid(self) -> int:
+        """Side of the patch grid: layer2 has stride 8."""
+        return self.image_size // 8
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DetectorConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown config keys: {sorted(unknown)}")
+        return cls(**data)

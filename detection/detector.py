@@ -1,0 +1,339 @@
+"""The detector: fit a support set of good images, predict scores, verdicts and anomaly maps."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision
+
+from detection import fastrecon
+from detection.backbone import FeatureExtractor, load_resnet50
+from detection.config import DetectorConfig
+from detection.coreset import greedy_coreset
+from detection.images import ImageInput, load_rgb, to_model_input
+from detection.patchcore import nearest_neighbours
+from detection.postprocess import anomaly_maps, resize_map
+from detection.thresholds import Thresholds, calibrate
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+# k = 1 has no leave-one-out: the single image is scored, under small crop/brightness jitter, against the
+# model fitted on itself (see Detector.fit).
+SINGLE_IMAGE_AUGMENTATIONS = 6
+
+
+class Prediction(NamedTuple):
+    score: float  # image score: max patch score
+    verdict: str  # good / review / defective
+    anomaly_map: np.ndarray  # (H, W) float32 at the input image's own size
+    patch_scores: torch.Tensor  # (h, w) on the feature grid
+    nearest_support: int  # index of the most similar support image (global feature)
+    # With return_features=True (what the defect-type classifier consumes), else None:
+    features: torch.Tensor | None = None  # (D, h, w) patch features
+    nearest_index: torch.Tensor | None = None  # (h, w) row of the memory bank nearest to each patch
+    residual: torch.Tensor | None = None  # (D, h, w) features minus their nearest memory-bank patch
+
+
+@dataclass
+class FittedSupport:
+    """Everything predict needs about one support set; saved as tensors + plain config, no pickles."""
+
+    config: DetectorConfig
+    grid: tuple[int, int]  # (h, w) feature grid
+    memory_bank: torch.Tensor  # (M, D) PatchCore coreset of the support patches
+    bank_source: torch.Tensor  # (M,) support image index of each bank row
+    mu: torch.Tensor  # (R, D) per-position mean of the support maps
+    coreset: torch.Tensor | None  # (c, D) FastRecon coreset S (None for PatchCore)
+    descriptors: torch.Tensor  # (k, D) mean patch feature of each support image
+    normal_scores: torch.Tensor  # (n,) image scores of good images used for the thresholds
+    thresholds: Thresholds
+    _projector: fastrecon.Projector | None = field(default=None, repr=False, compare=False)
+    _moved: dict[str, FittedSupport] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def n_support(self) -> int:
+        return int(self.descriptors.shape[0])
+
+    def to(self, device: torch.device | str) -> FittedSupport:
+        """A copy on `device`, made once and kept (a worker moves each support set to its GPU only once)."""
+        device = torch.device(device)
+        if self.memory_bank.device == device:
+            return self
+        key = str(device)
+        if key not in self._moved:
+            move = {k: getattr(self, k).to(device) for k in ("memory_bank", "bank_source", "mu", "descriptors")}
+            coreset = None if self.coreset is None else self.coreset.to(device)
+            self._moved[key] = FittedSupport(
+                self.config,
+                self.grid,
+                coreset=coreset,
+                normal_scores=self.normal_scores,
+                thresholds=self.thresholds,
+                **move,
+            )
+        return self._moved[key]
+
+    def projector(self) -> fastrecon.Projector:
+        if self.coreset is None:
+            raise ValueError("this support set was fitted for PatchCore, not FastRecon")
+        if self._projector is None:
+            self._projector = fastrecon.build_projector(
+                self.coreset, self.mu, self.config.fastrecon_lambda, self.config.fastrecon_ridge
+            )
+        return self._projector
+
+    def save(self, path: str | Path) -> None:
+        tensors = {
+            k: getattr(self, k).detach().cpu().contiguous()
+            for k in ("memory_bank", "bank_source", "mu", "descriptors", "normal_scores")
+        }
+        if self.coreset is not None:
+            tensors["coreset"] = self.coreset.detach().cpu().contiguous()
+        payload = {
+            "format_version": FORMAT_VERSION,
+            "config": self.config.to_dict(),
+            "grid": list(self.grid),
+            "thresholds": self.thresholds.to_dict(),
+            "tensors": tensors,
+        }
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(payload, tmp)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> FittedSupport:
+        payload: dict[str, Any] = torch.load(path, map_location=map_location, weights_only=True)
+        version = payload.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ValueError(f"{path}: fitted support format {version!r}, this code reads {FORMAT_VERSION}")
+        t = payload["tensors"]
+        return cls(
+            config=DetectorConfig.from_dict(payload["config"]),
+            grid=(int(payload["grid"][0]), int(payload["grid"][1])),
+            memory_bank=t["memory_bank"],
+            bank_source=t["bank_source"],
+            mu=t["mu"],
+            coreset=t.get("coreset"),
+            descriptors=t["descriptors"],
+            normal_scores=t["normal_scores"],
+            thresholds=Thresholds.from_dict(payload["thresholds"]),
+        )
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Detector:
+    """Holds the frozen backbone (load once per process); fit and predict are pure functions of their inputs."""
+
+    def __init__(
+        self,
+        config: DetectorConfig | None = None,
+        *,
+        weights: str | Path | None = None,
+        resnet: torchvision.models.ResNet | None = None,
+        device: str | torch.device | None = None,
+    ) -> None:
+        if (weights is None) == (resnet is None):
+            raise ValueError("give exactly one of weights (path to the converted backbone) or resnet")
+        self.config = config or DetectorConfig()
+        self.device = torch.device(device) if device is not None else default_device()
+        model = load_resnet50(weights) if resnet is None else resnet
+        self.extractor = FeatureExtractor(model).to(self.device)
+
+    # -- features ---------------------------------------------------------------------------------------
+
+    def load_images(self, images: Sequence[ImageInput]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        """Decode and resize: (B, 3, S, S) in [0, 1] and each image's own (H, W)."""
+        tensors, sizes = [], []
+        for i, image in enumerate(images):
+            rgb = load_rgb(image, name=f"image {i}")
+            sizes.append(rgb.shape[:2])
+            tensors.append(to_model_input(rgb, self.config.image_size))
+        return torch.stack(tensors), sizes
+
+    def features(self, batch: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) in [0, 1] -> (B, D, h, w) patch features on self.device, batched forward."""
+        out = []
+        with torch.inference_mode():
+            for start in range(0, batch.shape[0], self.config.batch_size):
+                out.append(self.extractor(batch[start : start + self.config.batch_size].to(self.device)))
+        return torch.cat(out)
+
+    # -- fit --------------------------------------------------------------------------------------------
+
+    def fit(self, support: Sequence[ImageInput], extra_good: Sequence[ImageInput] = ()) -> FittedSupport:
+        """Fit a support set of k >= 1 good images; extra good images only sharpen the thresholds."""
+        if len(support) == 0:
+            raise ValueError("the support set is empty: give at least one good image")
+        batch, _ = self.load_images(support)
+        extra = self.features(self.load_images(extra_good)[0]) if len(extra_good) else None
+        jittered = None
+        if len(support) == 1:
+            gen = torch.Generator().manual_seed(self.config.seed)
+            jittered = self.features(torch.stack([_jitter(batch[0], gen) for _ in range(SINGLE_IMAGE_AUGMENTATIONS)]))
+        return self.fit_features(self.features(batch), extra_good=extra, single_image_jitter=jittered)
+
+    def fit_features(
+        self,
+        support: torch.Tensor,
+        *,
+        extra_good: torch.Tensor | None = None,
+        single_image_jitter: torch.Tensor | None = None,
+    ) -> FittedSupport:
+        """Fit from support features (k, D, h, w); see `fit`."""
+        if support.ndim != 4 or support.shape[0] == 0:
+            raise ValueError(f"support features must be (k, D, h, w) with k >= 1, got {tuple(support.shape)}")
+        cfg = self.config
+        k, dim, h, w = support.shape
+        patches = _to_patches(support)  # (k, R, D)
+        fitted = self._fit_patches(patches, (h, w))
+
+        scores: list[float] = []
+        if k >= 2:
+            rule = "leave-one-out"
+            for i in range(k):
+                rest = torch.cat([patches[:i], patches[i + 1 :]])
+                sub = self._fit_patches(rest, (h, w))
+                scores.append(float(self._patch_scores(sub, patches[i : i + 1]).max()))
+        else:
+            rule = "augmented-single"
+            if single_image_jitter is None:
+                raise ValueError("k = 1 needs jittered copies of the support image to calibrate (use fit)")
+            scores += self._patch_scores(fitted, _to_patches(single_image_jitter)).amax(1).tolist()
+        if extra_good is not None and extra_good.shape[0]:
+            scores += self._patch_scores(fitted, _to_patches(extra_good)).amax(1).tolist()
+        fitted.normal_scores = torch.tensor(scores, dtype=torch.float32)
+        fitted.thresholds = calibrate(
+            scores,
+            review_rate=cfg.review_rate,
+            false_reject_rate=cfg.false_reject_rate,
+            min_log_spread=cfg.single_image_log_spread if rule == "augmented-single" else cfg.min_log_spread,
+            rule=rule,
+        )
+        log.info("fitted %s on %d images: thresholds %s", cfg.method, k, fitted.thresholds)
+        return fitted
+
+    def _fit_patches(self, patches: torch.Tensor, grid: tuple[int, int]) -> FittedSupport:
+        cfg = self.config
+        k, n_pos, dim = patches.shape
+        flat = patches.reshape(k * n_pos, dim)
+        n_bank = max(1, round(cfg.patchcore_coreset_ratio * k * n_pos))
+        bank_idx = greedy_coreset(flat, n_bank, cfg.coreset_projection_dim, cfg.seed)
+        coreset = None
+        if cfg.method == "fastrecon":
+            c = fastrecon.coreset_size(k * n_pos, dim, cfg.fastrecon_coreset_ratio, cfg.fastrecon_max_coreset_fraction)
+            if c < round(cfg.fastrecon_coreset_ratio * k * n_pos):
+                log.info(
+                    "FastRecon coreset capped at %d < D=%d (would be %d)",
+                    c,
+                    dim,
+                    round(cfg.fastrecon_coreset_ratio * k * n_pos),
+                )
+            coreset = flat[greedy_coreset(flat, c, cfg.coreset_projection_dim, cfg.seed)]
+        empty = torch.empty(0)
+        return FittedSupport(
+            config=cfg,
+            grid=grid,
+            memory_bank=flat[bank_idx].clone(),
+            bank_source=torch.div(bank_idx, n_pos, rounding_mode="floor"),
+            mu=patches.mean(0),
+            coreset=coreset,
+            descriptors=patches.mean(1),
+            normal_scores=empty,
+            thresholds=Thresholds(float("inf"), float("inf"), "uncalibrated", 0, 0.0, 0.0),
+        )
+
+    # -- predict ----------------------------------------------------------------------------------------
+
+    def _patch_scores(self, fitted: FittedSupport, patches: torch.Tensor) -> torch.Tensor:
+        """(B, R, D) -> (B, R) patch scores under the fitted method."""
+        if fitted.config.method == "fastrecon":
+            return fastrecon.patch_scores(fitted.projector(), patches)
+        b, r, d = patches.shape
+        dist, _ = nearest_neighbours(patches.reshape(b * r, d), fitted.memory_bank)
+        return dist.view(b, r)
+
+    def patch_scores(self, fitted: FittedSupport, features: torch.Tensor) -> torch.Tensor:
+        """(B, D, h, w) features -> (B, h, w) patch scores."""
+        fitted = self._check(fitted, features)
+        b, _, h, w = features.shape
+        with torch.inference_mode():
+            return self._patch_scores(fitted, _to_patches(features)).view(b, h, w)
+
+    def predict(
+        self, fitted: FittedSupport, images: Sequence[ImageInput], *, return_features: bool = False
+    ) -> list[Prediction]:
+        cfg = fitted.config
+        results: list[Prediction] = []
+        for start in range(0, len(images), cfg.batch_size):
+            batch, sizes = self.load_images(images[start : start + cfg.batch_size])
+            feats = self.features(batch)  # (B, D, h, w)
+            fitted_dev = self._check(fitted, feats)
+            with torch.inference_mode():
+                scores = self.patch_scores(fitted_dev, feats)  # (B, h, w)
+                maps = anomaly_maps(scores, cfg.image_size, cfg.gaussian_sigma).cpu().numpy()
+                pooled = feats.mean((2, 3))  # (B, D)
+                nearest_support = torch.cdist(pooled, fitted_dev.descriptors).argmin(1).tolist()
+                extra: list[tuple[Any, Any, Any]] = [(None, None, None)] * len(sizes)
+                if return_features:
+                    b, d, h, w = feats.shape
+                    patches = _to_patches(feats).reshape(b * h * w, d)
+                    _, nn_idx = nearest_neighbours(patches, fitted_dev.memory_bank)
+                    residual = (patches - fitted_dev.memory_bank[nn_idx]).view(b, h, w, d).permute(0, 3, 1, 2)
+                    nn_idx = nn_idx.view(b, h, w)
+                    extra = [(feats[i].cpu(), nn_idx[i].cpu(), residual[i].cpu()) for i in range(b)]
+            for i, (height, width) in enumerate(sizes):
+                score = float(scores[i].max())
+                results.append(
+                    Prediction(
+                        score=score,
+                        verdict=fitted.thresholds.verdict(score),
+                        anomaly_map=resize_map(maps[i], height, width),
+                        patch_scores=scores[i].cpu(),
+                        nearest_support=int(nearest_support[i]),
+                        features=extra[i][0],
+                        nearest_index=extra[i][1],
+                        residual=extra[i][2],
+                    )
+                )
+        return results
+
+    def _check(self, fitted: FittedSupport, features: torch.Tensor) -> FittedSupport:
+        if features.shape[1] != fitted.mu.shape[1] or tuple(features.shape[2:]) != tuple(fitted.grid):
+            raise ValueError(
+                f"features {tuple(features.shape[1:])} do not match the fitted support set "
+                f"(D={fitted.mu.shape[1]}, grid={fitted.grid}): was it fitted with another image_size or backbone?"
+            )
+        if fitted.config.image_size != self.config.image_size:
+            raise ValueError("fitted support set and detector use different image sizes")
+        return fitted.to(features.device)
+
+
+def _to_patches(features: torch.Tensor) -> torch.Tensor:
+    """(B, D, h, w) -> (B, h*w, D), row-major over positions (permute before reshape keeps space intact)."""
+    b, d, h, w = features.shape
+    return features.permute(0, 2, 3, 1).reshape(b, h * w, d)
+
+
+def _jitter(image: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """A plausible re-shot of the same good part: crop 90-98% of the image at a random offset, resize back,
+    scale brightness by 0.95-1.05."""
+    _, size, _ = image.shape
+    frac = 0.90 + 0.08 * float(torch.rand((), generator=gen))
+    crop = max(8, round(size * frac))
+    top, left = (int(v) for v in torch.randint(0, size - crop + 1, (2,), generator=gen))
+    out = F.interpolate(
+        image[None, :, top : top + crop, left : left + crop], size=(size, size), mode="bilinear", align_corners=False
+    )[0]
+    return (out * (0.95 + 0.1 * float(torch.rand((), generator=gen)))).clamp_(0, 1)
