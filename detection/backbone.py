@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -57,10 +58,40 @@ class ImageNetClassifier(nn.Module):
     def __init__(self, resnet: torchvision.models.ResNet) -> None:
         super().__init__()
         self.pre = CaffePreprocess()
-        self.resnet = resnet
+        self.resnet = resnet.to(memory_format=torch.channels_last)
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
         return self.resnet(self.pre(rgb))
+
+
+class PatchFeatures(NamedTuple):
+    """Patch features of a batch, kept in two parts because layer3 lives on a 4x smaller grid.
+
+    full() is what every method sees: (B, 1536, h, w). FastRecon's scoring is linear in the features, so it
+    projects the coarse part before upsampling (bilinear upsampling is linear): 4x fewer rows to multiply.
+    """
+
+    fine: torch.Tensor  # (B, 512, h, w) layer2, 3x3 average pooled
+    coarse: torch.Tensor  # (B, 1024, h/2, w/2) layer3, 3x3 average pooled, not yet upsampled
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return (int(self.fine.shape[-2]), int(self.fine.shape[-1]))
+
+    @property
+    def dim(self) -> int:
+        return int(self.fine.shape[1] + self.coarse.shape[1])
+
+    def full(self) -> torch.Tensor:
+        return torch.cat([self.fine, upsample_to(self.coarse, self.grid)], dim=1)  # (B, D, h, w)
+
+    @staticmethod
+    def cat(parts: list[PatchFeatures]) -> PatchFeatures:
+        return PatchFeatures(torch.cat([p.fine for p in parts]), torch.cat([p.coarse for p in parts]))
+
+
+def upsample_to(x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    return F.interpolate(x, size=grid, mode="bilinear", align_corners=False)
 
 
 class FeatureExtractor(nn.Module):
@@ -81,13 +112,19 @@ class FeatureExtractor(nn.Module):
     def dim(self) -> int:
         return self.layer2[-1].conv3.out_channels + self.layer3[-1].conv3.out_channels
 
-    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+    def parts(self, rgb: torch.Tensor) -> PatchFeatures:
         if rgb.ndim != 4 or rgb.shape[1] != 3:
             raise ValueError(f"expected (B, 3, H, W) RGB images, got {tuple(rgb.shape)}")
-        f2 = self.layer2(self.stem(self.pre(rgb)))  # (B, 512, S/8, S/8)
+        # channels_last: measured 54 vs 65 ms/image on the 2-core CPU at S=256; also the cuDNN-friendly layout.
+        x = self.pre(rgb).contiguous(memory_format=torch.channels_last)
+        f2 = self.layer2(self.stem(x))  # (B, 512, S/8, S/8)
         f3 = self.layer3(f2)  # (B, 1024, S/16, S/16)
         # Local neighbourhood aggregation (PatchCore): each patch sees its 3x3 neighbours.
-        f2 = F.avg_pool2d(f2, 3, stride=1, padding=1)
-        f3 = F.avg_pool2d(f3, 3, stride=1, padding=1)
-        f3 = F.interpolate(f3, size=f2.shape[-2:], mode="bilinear", align_corners=False)
-        return torch.cat([f2, f3], dim=1)  # (B, 1536, S/8, S/8)
+        # Kept channels_last: (B, C, h, w) -> (B, hw, C) is then a free view, and torch's CPU bilinear
+        # upsampling is 10x faster in this layout (1.4 vs 13.7 ms/image for layer3, measured).
+        f2 = F.avg_pool2d(f2, 3, stride=1, padding=1).contiguous(memory_format=torch.channels_last)
+        f3 = F.avg_pool2d(f3, 3, stride=1, padding=1).contiguous(memory_format=torch.channels_last)
+        return PatchFeatures(f2, f3)
+
+    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+        return self.parts(rgb).full()  # (B, 1536, S/8, S/8)

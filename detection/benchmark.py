@@ -52,11 +52,9 @@ def run(detector: Detector, images: list[ImageInput], shots: list[int], repeat: 
     n = len(queries)
 
     decode = _time(lambda: detector.load_images(queries), repeat) / n
-    backbone_b1 = _time(lambda: detector.features(batch[:1]), repeat)
     backbone = _time(lambda: detector.features(batch), repeat) / n
     lines.append(f"decode+resize           {decode * 1e3:8.1f} ms/image")
-    lines.append(f"backbone (batch 1)      {backbone_b1 * 1e3:8.1f} ms/image")
-    lines.append(f"backbone (batch {n})      {backbone * 1e3:8.1f} ms/image")
+    lines.append(f"backbone (forward batch {detector.forward_batch}) {backbone * 1e3:8.1f} ms/image")
     feats = detector.features(batch)
     for k in shots:
         support = images[len(images) - k :]

@@ -83,7 +83,8 @@ def evaluate(data: Path, detector: Detector, shots: list[int], seeds: int) -> di
                     "defect_caught_pct": 100 * float(np.mean(img_scores[labels] > fitted.thresholds.good_max)),
                 }
             )
-            log.info("shots=%d seed=%d %s", k, seed, {m: v if v is None else round(v, 2) for m, v in per_seed[-1].items()})
+            shown = {m: v if v is None else round(v, 2) for m, v in per_seed[-1].items()}
+            log.info("shots=%d seed=%d %s", k, seed, shown)
         row: dict[str, float | int | None] = {"shots": k}
         for metric in per_seed[0]:
             values = [r[metric] for r in per_seed if r[metric] is not None]

@@ -24,6 +24,8 @@ from typing import NamedTuple
 
 import torch
 
+from detection.backbone import upsample_to
+
 
 class Projector(NamedTuple):
     basis: torch.Tensor  # (D, c') orthonormal columns spanning the row space of S
@@ -31,6 +33,11 @@ class Projector(NamedTuple):
     mu: torch.Tensor  # (R, D) per-position support mean
     mu_basis: torch.Tensor  # (R, c') mu @ basis
     lam: float
+    # ||Q - Qhat||^2 = ||Q||^2 + (QV)^2 . alpha + <QV, beta> + gamma: the expansion of the formula above
+    # with a = 1/(1+lam) and m = a*lam*muV, precomputed so a query needs two passes over QV, not six.
+    alpha: torch.Tensor  # (c',)   a^2 w^2 - 2 a w
+    beta: torch.Tensor  # (R, c')  2 (a w^2 - w) m
+    gamma: torch.Tensor  # (R,)    sum (w m)^2
 
 
 def coreset_size(n_patches: int, dim: int, ratio: float, max_fraction: float) -> int:
@@ -50,19 +57,47 @@ def build_projector(coreset: torch.Tensor, mu: torch.Tensor, lam: float, ridge: 
     evals, evecs = evals[keep], evecs[:, keep]
     basis = (s64.T @ evecs) / evals.sqrt()  # (D, c')
     weights = evals / (evals + eps)
-    basis32 = basis.to(coreset.dtype)
-    return Projector(basis32, weights.to(coreset.dtype), mu, mu @ basis32, lam)
+    a = 1.0 / (1.0 + lam)
+    m = a * lam * (mu.double() @ basis)  # (R, c')
+    alpha = a * a * weights**2 - 2 * a * weights
+    beta = 2 * (a * weights**2 - weights) * m
+    gamma = ((weights * m) ** 2).sum(1)
+    dt = coreset.dtype
+    basis32 = basis.to(dt)
+    return Projector(basis32, weights.to(dt), mu, mu @ basis32, lam, alpha.to(dt), beta.to(dt), gamma.to(dt))
+
+
+def _distances(proj: Projector, qv: torch.Tensor, q_sq: torch.Tensor) -> torch.Tensor:
+    """QV (B, R, c') and ||Q||^2 (B, R) -> ||Q - Qhat|| (B, R)."""
+    sq = q_sq + (qv * qv) @ proj.alpha + (qv * proj.beta).sum(-1) + proj.gamma
+    return sq.clamp_min_(0).sqrt_()
 
 
 def patch_scores(proj: Projector, queries: torch.Tensor) -> torch.Tensor:
     """(B, R, D) query patch features -> (B, R) distances ||Q_i - Qhat_i||."""
     if queries.ndim != 3 or queries.shape[1:] != proj.mu.shape:
         raise ValueError(f"queries must be (B, {proj.mu.shape[0]}, {proj.mu.shape[1]}), got {tuple(queries.shape)}")
-    qv = queries @ proj.basis  # (B, R, c')
-    yv = (qv + proj.lam * proj.mu_basis) / (1.0 + proj.lam)
-    wyv = yv * proj.weights
-    sq = queries.pow(2).sum(-1) - 2 * (qv * wyv).sum(-1) + wyv.pow(2).sum(-1)
-    return sq.clamp_min_(0).sqrt_()
+    return _distances(proj, queries @ proj.basis, queries.pow(2).sum(-1))
+
+
+def patch_scores_split(proj: Projector, fine: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+    """Same as patch_scores for Q = [fine | upsample(coarse)], without upsampling the coarse features first.
+
+    fine (B, D1, h, w), coarse (B, D2, h', w'): QV = fine V1 + upsample(coarse V2), since bilinear
+    upsampling is linear; the coarse matmul runs on h'w' = hw/4 rows. ||Q||^2 still needs the upsampled
+    coarse part, but only its per-position norm.
+    """
+    b, d1, h, w = fine.shape
+    if d1 + coarse.shape[1] != proj.basis.shape[0] or h * w != proj.mu.shape[0]:
+        got = f"({d1}+{coarse.shape[1]}, {h}x{w})"
+        raise ValueError(f"features {got} do not match the projector {tuple(proj.basis.shape)}, {tuple(proj.mu.shape)}")
+    c = proj.basis.shape[1]
+    qv = fine.flatten(2).transpose(1, 2) @ proj.basis[:d1]  # (B, R, c')
+    cv = coarse.flatten(2).transpose(1, 2) @ proj.basis[d1:]  # (B, R', c')
+    cv = cv.view(b, *coarse.shape[2:], c).permute(0, 3, 1, 2)  # (B, c', h', w'), channels_last in memory
+    qv = qv + upsample_to(cv, (h, w)).flatten(2).transpose(1, 2)
+    q_sq = fine.pow(2).sum(1).flatten(1) + upsample_to(coarse, (h, w)).pow(2).sum(1).flatten(1)  # (B, R)
+    return _distances(proj, qv, q_sq)
 
 
 def reconstruct(proj: Projector, queries: torch.Tensor) -> torch.Tensor:

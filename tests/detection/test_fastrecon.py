@@ -69,3 +69,17 @@ def test_query_shape_mismatch_is_a_clear_error():
     proj = fastrecon.build_projector(s, mu, 0.3)
     with pytest.raises(ValueError, match="queries must be"):
         fastrecon.patch_scores(proj, q[:, :3])
+
+
+def test_scoring_before_upsampling_the_coarse_features_equals_scoring_the_full_map():
+    from detection.backbone import PatchFeatures
+
+    g = torch.Generator().manual_seed(4)
+    parts = PatchFeatures(torch.randn(2, 6, 8, 8, generator=g), torch.randn(2, 10, 4, 4, generator=g))
+    full = parts.full()  # (2, 16, 8, 8)
+    queries = full.permute(0, 2, 3, 1).reshape(2, 64, 16)
+    s = torch.randn(12, 16, generator=g)
+    proj = fastrecon.build_projector(s, queries.mean(0), 0.7)
+    torch.testing.assert_close(
+        fastrecon.patch_scores_split(proj, parts.fine, parts.coarse), fastrecon.patch_scores(proj, queries)
+    )
