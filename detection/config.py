@@ -15,7 +15,7 @@ class DetectorConfig:
     image_size: int = 256
     # FastRecon (Fang et al. 2023): weight of the pull toward the per-position support mean, and the
     # coreset size as a fraction of all k*R support patches. The paper uses lambda 0.3; with this backbone
-    # lambda 2 is better on both bottle and cookies at every shot count (README, "Choosing lambda").
+    # lambda 2 beats 0.3 on both bottle and cookies at every shot count (README, "Choosing lambda").
     fastrecon_lambda: float = 2.0
     fastrecon_coreset_ratio: float = 0.15
     # The coreset must stay well below the feature dimension D: with c >= D the row space of S is all of
