@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV ?= .venv
 CACHE ?= $(HOME)/.cache/inspector
 DATASETS ?= ../shared/datasets
+PORT ?= 8000
 PY := $(VENV)/bin/python
 WEIGHTS := $(CACHE)/resnet50_imagenet.safetensors
+export INSPECTOR_WEIGHTS := $(WEIGHTS)
+export INSPECTOR_DATASETS := $(DATASETS)
 
 .PHONY: setup test run lint evaluate benchmark clean
 
@@ -23,12 +26,16 @@ $(WEIGHTS): | $(VENV)/.installed
 lint: setup
 	$(PY) -m ruff check .
 
+# The whole suite. Integration tests use PostgreSQL and Redis when DATABASE_URL / TEST_REDIS_URL point at
+# them (.ci/run does) and skip with a reason otherwise.
 test: setup lint
-	INSPECTOR_WEIGHTS=$(WEIGHTS) INSPECTOR_DATASETS=$(DATASETS) $(PY) -m pytest
+	$(PY) -m pytest
 
-# Until the web app lands (issue 3), `make run` runs the detector on a real dataset and prints the table.
+# The app on embedded defaults: SQLite, a filesystem Celery broker, media in ./var; web + worker, one Ctrl-C.
 run: setup
-	$(PY) -m detection.evaluate $(DATASETS)/mvtec_bottle --method fastrecon --shots 4 --seeds 1 --weights $(WEIGHTS)
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py demo_user
+	PORT=$(PORT) $(PY) -m inspector.devserver
 
 evaluate: setup
 	for ds in mvtec_bottle cookies; do for m in fastrecon patchcore; do \

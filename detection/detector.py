@@ -6,7 +6,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
 import torch
@@ -90,27 +90,34 @@ class FittedSupport:
             )
         return self._projector
 
-    def save(self, path: str | Path) -> None:
+    def _payload(self) -> dict[str, Any]:
         tensors = {
             k: getattr(self, k).detach().cpu().contiguous()
             for k in ("memory_bank", "bank_source", "mu", "descriptors", "normal_scores")
         }
         if self.coreset is not None:
             tensors["coreset"] = self.coreset.detach().cpu().contiguous()
-        payload = {
+        return {
             "format_version": FORMAT_VERSION,
             "config": self.config.to_dict(),
             "grid": list(self.grid),
             "thresholds": self.thresholds.to_dict(),
             "tensors": tensors,
         }
+
+    def save(self, path: str | Path) -> None:
+        """Write atomically to a local path (tensors and plain values only: loadable with weights_only)."""
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
-        torch.save(payload, tmp)
+        torch.save(self._payload(), tmp)
         tmp.replace(path)
 
+    def save_to(self, fh: BinaryIO) -> None:
+        """Write into an open binary file (for storage backends that are not a local disk)."""
+        torch.save(self._payload(), fh)
+
     @classmethod
-    def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> FittedSupport:
+    def load(cls, path: str | Path | BinaryIO, map_location: str | torch.device = "cpu") -> FittedSupport:
         payload: dict[str, Any] = torch.load(path, map_location=map_location, weights_only=True)
         version = payload.get("format_version")
         if version != FORMAT_VERSION:

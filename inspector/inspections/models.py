@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+from inspector.products.models import Product, SupportImage, SupportSet
+
+
+def _image_path(instance: Inspection, filename: str) -> str:
+    ext = "." + filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
+    return f"inspections/{instance.batch_id}/{uuid.uuid4().hex}{ext}"
+
+
+def _heatmap_path(instance: Inspection, filename: str) -> str:
+    return f"heatmaps/{instance.batch_id}/{uuid.uuid4().hex}.png"
+
+
+class Batch(models.Model):
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="batches")
+    support_set = models.ForeignKey(SupportSet, on_delete=models.PROTECT, related_name="batches")
+    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    lot = models.CharField(max_length=100, blank=True)
+    line = models.CharField(max_length=100, blank=True)
+    total = models.PositiveIntegerField(default=0)  # accepted images
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "batches"
+
+    def __str__(self) -> str:
+        return f"Batch {self.pk} of {self.product}"
+
+
+class RejectedFile(models.Model):
+    """A file of an upload that was refused before queueing, with the reason shown to the user."""
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="rejected_files")
+    original_name = models.CharField(max_length=255)
+    reason = models.CharField(max_length=500)
+
+
+class Inspection(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    class Verdict(models.TextChoices):
+        GOOD = "good"
+        REVIEW = "review"
+        DEFECTIVE = "defective"
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="inspections")
+    support_set = models.ForeignKey(SupportSet, on_delete=models.PROTECT, related_name="+")  # the judging version
+    image = models.ImageField(upload_to=_image_path, width_field="width", height_field="height")
+    original_name = models.CharField(max_length=255)
+    checksum = models.CharField(max_length=64, db_index=True)
+    width = models.PositiveIntegerField(default=0)
+    height = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    score = models.FloatField(null=True, blank=True)
+    verdict = models.CharField(max_length=10, choices=Verdict.choices, blank=True, db_index=True)
+    heatmap = models.ImageField(upload_to=_heatmap_path, blank=True)
+    nearest_support = models.ForeignKey(
+        SupportImage, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    queued_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    detect_ms = models.FloatField(null=True, blank=True)  # the detector's own time for this image
+
+    class Meta:
+        ordering = ["batch", "id"]
+        indexes = [models.Index(fields=["batch", "status"])]
+
+    def __str__(self) -> str:
+        return f"{self.original_name} ({self.status})"

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Max, Q, QuerySet
+from django.http import Http404
+
+from inspector.inspections.models import Batch, Inspection
+
+SORTS = {"id": "id", "score": "score", "-score": "-score", "name": "original_name"}
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    total: int
+    processed: int  # done
+    failed: int
+    images_per_second: float | None
+
+    @property
+    def finished(self) -> bool:
+        return self.processed + self.failed >= self.total
+
+    @property
+    def percent(self) -> int:
+        return round(100 * (self.processed + self.failed) / self.total) if self.total else 100
+
+
+def batch_get_for_user(*, user, batch_id: int) -> Batch:
+    try:
+        batch = Batch.objects.select_related("product__team", "support_set").get(pk=batch_id)
+    except Batch.DoesNotExist:
+        raise Http404("no such batch") from None
+    if not batch.product.team.members.filter(pk=user.pk).exists():
+        raise PermissionDenied("this batch belongs to another team")
+    return batch
+
+
+def inspection_get_for_user(*, user, inspection_id: int) -> Inspection:
+    try:
+        inspection = Inspection.objects.select_related("batch__product__team", "support_set", "nearest_support").get(
+            pk=inspection_id
+        )
+    except Inspection.DoesNotExist:
+        raise Http404("no such inspection") from None
+    if not inspection.batch.product.team.members.filter(pk=user.pk).exists():
+        raise PermissionDenied("this inspection belongs to another team")
+    return inspection
+
+
+def batch_progress(*, batch: Batch) -> BatchProgress:
+    agg = batch.inspections.aggregate(
+        done=Count("id", filter=Q(status=Inspection.Status.DONE)),
+        failed=Count("id", filter=Q(status=Inspection.Status.FAILED)),
+        last=Max("finished_at"),
+    )
+    finished = agg["done"] + agg["failed"]
+    rate = None
+    if finished and agg["last"] is not None:
+        seconds = (agg["last"] - batch.created_at).total_seconds()
+        rate = finished / seconds if seconds > 0 else None
+    return BatchProgress(batch.total, agg["done"], agg["failed"], rate)
+
+
+def batch_inspections(*, batch: Batch, verdict: str = "", status: str = "", sort: str = "id") -> QuerySet[Inspection]:
+    qs = batch.inspections.all()
+    if verdict:
+        qs = qs.filter(verdict=verdict)
+    if status:
+        qs = qs.filter(status=status)
+    return qs.order_by(SORTS.get(sort, "id"), "id")

@@ -1,0 +1,11 @@
+from __future__ import annotations
+
+from celery import shared_task
+from django.db import OperationalError
+
+from inspector.inspections import services
+
+
+@shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
+def inspection_process_task(inspection_id: int) -> None:
+    services.inspection_process(inspection_id=inspection_id)

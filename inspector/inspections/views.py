@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import mimetypes
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.files.storage import default_storage
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from inspector.inspections import selectors, services
+from inspector.inspections.models import Inspection
+from inspector.products.models import SupportImage
+from inspector.products.selectors import product_get_for_user
+
+
+@login_required
+@require_POST
+def batch_upload(request: HttpRequest, product_id: int) -> HttpResponse:
+    product = product_get_for_user(user=request.user, product_id=product_id)
+    files = [(f.name, f) for f in request.FILES.getlist("images")]
+    try:
+        batch = services.batch_create(
+            product=product,
+            user=request.user,
+            files=files,
+            lot=request.POST.get("lot", ""),
+            line=request.POST.get("line", ""),
+        )
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect("product-detail", product_id=product.pk)
+    return redirect("batch-detail", batch_id=batch.pk)
+
+
+@login_required
+@require_GET
+def batch_detail(request: HttpRequest, batch_id: int) -> HttpResponse:
+    batch = selectors.batch_get_for_user(user=request.user, batch_id=batch_id)
+    verdict = request.GET.get("verdict", "")
+    sort = request.GET.get("sort", "id")
+    progress = selectors.batch_progress(batch=batch)
+    context = {
+        "batch": batch,
+        "progress": progress,
+        "inspections": selectors.batch_inspections(batch=batch, verdict=verdict, sort=sort),
+        "rejected": batch.rejected_files.all(),
+        "verdict": verdict,
+        "sort": sort,
+        "verdicts": Inspection.Verdict.choices,
+    }
+    if request.htmx:
+        response = render(request, "inspections/_batch_live.html", context)
+        if progress.finished:
+            response.status_code = 286  # htmx: stop polling
+        return response
+    return render(request, "inspections/batch.html", context)
+
+
+@login_required
+@require_GET
+def inspection_detail(request: HttpRequest, inspection_id: int) -> HttpResponse:
+    inspection = selectors.inspection_get_for_user(user=request.user, inspection_id=inspection_id)
+    return render(
+        request,
+        "inspections/inspection.html",
+        {"inspection": inspection, "thresholds": inspection.support_set.thresholds or {}},
+    )
+
+
+@login_required
+@require_GET
+def media(request: HttpRequest, path: str) -> FileResponse:
+    """Media files go through an access check: the file must belong to a product of the user's team."""
+    if ".." in path.split("/"):
+        raise Http404
+    owner_team_ids = _team_ids_for_media(path)
+    if owner_team_ids is None:
+        raise Http404
+    if not request.user.teams.filter(pk__in=owner_team_ids).exists():
+        raise PermissionDenied
+    try:
+        fh = default_storage.open(path, "rb")
+    except FileNotFoundError:
+        raise Http404 from None
+    response = FileResponse(fh, content_type=mimetypes.guess_type(path)[0] or "application/octet-stream")
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+def _team_ids_for_media(path: str) -> list[int] | None:
+    for qs in (Inspection.objects.filter(image=path), Inspection.objects.filter(heatmap=path)):
+        ids = list(qs.values_list("batch__product__team_id", flat=True)[:1])
+        if ids:
+            return ids
+    ids = list(SupportImage.objects.filter(image=path).values_list("support_set__product__team_id", flat=True)[:1])
+    return ids or None

@@ -1,0 +1,125 @@
+"""The one adapter between Django rows/files and the `detection` package.
+
+The detector (backbone) is loaded once per process; fitted support sets are cached per support-set id
+(a version is immutable once ready). Nothing else in the app imports torch.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from django.conf import settings
+from django.core.files.storage import default_storage
+from PIL import Image
+
+from detection import Detector, DetectorConfig, FittedSupport, Thresholds
+
+_lock = threading.Lock()
+_detector: Detector | None = None
+_fitted: OrderedDict[int, FittedSupport] = OrderedDict()
+FITTED_CACHE_SIZE = 16
+
+
+def get_detector() -> Detector:
+    global _detector
+    with _lock:
+        if _detector is None:
+            config = DetectorConfig(method=settings.INSPECTOR_DETECTOR_METHOD, image_size=settings.INSPECTOR_IMAGE_SIZE)
+            _detector = Detector(config, weights=settings.INSPECTOR_WEIGHTS)
+        return _detector
+
+
+def set_detector(detector: Detector | None) -> None:
+    """Install a detector (tests use a small random-weight one); None unloads."""
+    global _detector
+    with _lock:
+        _detector = detector
+        _fitted.clear()
+
+
+@dataclass(frozen=True)
+class FitResult:
+    state: bytes
+    thresholds: dict
+    seconds: float
+
+
+@dataclass(frozen=True)
+class InspectResult:
+    score: float
+    verdict: str
+    heatmap_png: bytes
+    nearest_position: int
+    detect_ms: float
+
+
+def _read(name: str) -> np.ndarray:
+    with default_storage.open(name, "rb") as fh, Image.open(fh) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def fit_support(image_names: list[str]) -> FitResult:
+    detector = get_detector()
+    images = [_read(n) for n in image_names]
+    start = time.perf_counter()
+    fitted = detector.fit(images)
+    seconds = time.perf_counter() - start
+    buf = io.BytesIO()
+    fitted.save_to(buf)
+    return FitResult(buf.getvalue(), fitted.thresholds.to_dict(), seconds)
+
+
+def _fitted_for(support_set_id: int, state_name: str) -> FittedSupport:
+    with _lock:
+        if support_set_id in _fitted:
+            _fitted.move_to_end(support_set_id)
+            return _fitted[support_set_id]
+    with default_storage.open(state_name, "rb") as fh:
+        fitted = FittedSupport.load(io.BytesIO(fh.read()))
+    with _lock:
+        _fitted[support_set_id] = fitted
+        while len(_fitted) > FITTED_CACHE_SIZE:
+            _fitted.popitem(last=False)
+    return fitted
+
+
+def inspect(image_name: str, *, support_set_id: int, state_name: str) -> InspectResult:
+    detector = get_detector()
+    fitted = _fitted_for(support_set_id, state_name)
+    rgb = _read(image_name)
+    start = time.perf_counter()
+    pred = detector.predict(fitted, [rgb])[0]
+    detect_ms = (time.perf_counter() - start) * 1e3
+    png = render_heatmap(rgb, pred.anomaly_map, fitted.thresholds)
+    return InspectResult(pred.score, pred.verdict, png, pred.nearest_support, detect_ms)
+
+
+def colour_scale(amap: np.ndarray, thresholds: Thresholds) -> np.ndarray:
+    """Anomaly values -> [0, 1] on a fixed scale anchored at the thresholds, so one colour means one level of
+    evidence on every image of the product: 0.5 at good_max, 0.75 at defective_min, 1 at 1.5x defective_min."""
+    g, d = thresholds.good_max, thresholds.defective_min
+    xs = [0.0, g, d, 1.5 * d]
+    ys = [0.0, 0.5, 0.75, 1.0]
+    return np.interp(amap, xs, ys).astype(np.float32)
+
+
+def render_heatmap(rgb: np.ndarray, amap: np.ndarray, thresholds: Thresholds) -> bytes:
+    """Colour overlay PNG: jet colours blended over the image, transparent-ish where values are low."""
+    level = colour_scale(amap, thresholds)
+    colours = cv2.applyColorMap((level * 255).astype(np.uint8), cv2.COLORMAP_JET)[:, :, ::-1]
+    alpha = np.clip((level - 0.25) / 0.5, 0, 1)[:, :, None] * 0.65  # nothing below half of good_max
+    out = (rgb * (1 - alpha) + colours * alpha).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(out).save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+def weights_available() -> bool:
+    return Path(settings.INSPECTOR_WEIGHTS).is_file()

@@ -1,0 +1,35 @@
+from django.contrib import admin
+
+from inspector.products.models import DefectType, Product, SupportImage, SupportSet, Team
+
+
+class SupportImageInline(admin.TabularInline):
+    model = SupportImage
+    extra = 0
+    readonly_fields = ["position", "original_name", "checksum", "width", "height"]
+
+
+@admin.register(Team)
+class TeamAdmin(admin.ModelAdmin):
+    list_display = ["name"]
+    filter_horizontal = ["members"]
+
+
+@admin.register(Product)
+class ProductAdmin(admin.ModelAdmin):
+    list_display = ["name", "team", "created_at"]
+    list_filter = ["team"]
+    search_fields = ["name"]
+
+
+@admin.register(SupportSet)
+class SupportSetAdmin(admin.ModelAdmin):
+    list_display = ["product", "version", "status", "method", "created_at", "fitted_at"]
+    list_filter = ["status", "method"]
+    inlines = [SupportImageInline]
+
+
+@admin.register(DefectType)
+class DefectTypeAdmin(admin.ModelAdmin):
+    list_display = ["name", "product", "shortcut", "colour"]
+    list_filter = ["product"]

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+def _support_path(instance: SupportImage, filename: str) -> str:
+    # Never the uploaded name: a fresh uuid, with the extension of the verified format.
+    return f"support/{instance.support_set_id}/{uuid.uuid4().hex}{_ext(filename)}"
+
+
+def _state_path(instance: SupportSet, filename: str) -> str:
+    return f"support-state/{instance.product_id}/v{instance.version}-{uuid.uuid4().hex}.pt"
+
+
+def _ext(filename: str) -> str:
+    return "." + filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
+
+
+class Team(models.Model):
+    name = models.CharField(max_length=200, unique=True)
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="teams", blank=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Product(models.Model):
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="products")
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["team", "name"], name="product_name_unique_in_team")]
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class SupportSet(models.Model):
+    """One version of a product's good reference images and the detector fitted on them."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        FITTING = "fitting"
+        READY = "ready"
+        FAILED = "failed"
+
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="support_sets")
+    version = models.PositiveIntegerField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
+    error = models.TextField(blank=True)
+    method = models.CharField(max_length=20)
+    state_file = models.FileField(upload_to=_state_path, blank=True)
+    thresholds = models.JSONField(null=True, blank=True)  # detection.Thresholds.to_dict()
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    fit_started_at = models.DateTimeField(null=True, blank=True)
+    fitted_at = models.DateTimeField(null=True, blank=True)
+    fit_seconds = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["product", "version"], name="support_set_version_unique")]
+        ordering = ["product", "-version"]
+
+    def __str__(self) -> str:
+        return f"{self.product} v{self.version}"
+
+
+class SupportImage(models.Model):
+    support_set = models.ForeignKey(SupportSet, on_delete=models.CASCADE, related_name="images")
+    position = models.PositiveIntegerField()  # index in the fitted support set (nearest_support refers to it)
+    image = models.ImageField(upload_to=_support_path, width_field="width", height_field="height")
+    original_name = models.CharField(max_length=255)
+    checksum = models.CharField(max_length=64)
+    width = models.PositiveIntegerField(default=0)
+    height = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["support_set", "position"]
+        constraints = [models.UniqueConstraint(fields=["support_set", "position"], name="support_image_position")]
+
+
+class DefectType(models.Model):
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="defect_types")
+    name = models.CharField(max_length=100)
+    colour = models.CharField(max_length=7, default="#d62728")
+    shortcut = models.CharField(max_length=1, blank=True)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["product", "name"], name="defect_type_name_unique")]
+        ordering = ["product", "name"]
+
+    def __str__(self) -> str:
+        return self.name

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from inspector.products import selectors, services
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def product_list(request: HttpRequest) -> HttpResponse:
+    errors = {}
+    if request.method == "POST":
+        try:
+            product = services.product_create(
+                user=request.user, name=request.POST.get("name", ""), description=request.POST.get("description", "")
+            )
+        except ValidationError as exc:
+            errors = exc.message_dict
+        else:
+            return redirect("product-detail", product_id=product.pk)
+    products = selectors.product_list_for_user(user=request.user)
+    return render(
+        request, "products/list.html", {"products": products, "errors": errors}, status=400 if errors else 200
+    )
+
+
+@login_required
+@require_GET
+def product_detail(request: HttpRequest, product_id: int) -> HttpResponse:
+    product = selectors.product_get_for_user(user=request.user, product_id=product_id)
+    latest = selectors.support_set_latest(product=product)
+    context = {
+        "product": product,
+        "latest": latest,
+        "active": selectors.support_set_active(product=product),
+        "support_images": latest.images.all() if latest else [],
+        "batches": product.batches.select_related("uploaded_by")[:20],
+        "polling": latest is not None and latest.status in ("pending", "fitting"),
+    }
+    if request.htmx:
+        response = render(request, "products/_support_status.html", context)
+        return _stop_polling(response) if not context["polling"] else response
+    return render(request, "products/detail.html", context)
+
+
+@login_required
+@require_POST
+def support_upload(request: HttpRequest, product_id: int) -> HttpResponse:
+    product = selectors.product_get_for_user(user=request.user, product_id=product_id)
+    files = [(f.name, f) for f in request.FILES.getlist("images")]
+    try:
+        support_set, rejected = services.support_set_create(product=product, user=request.user, files=files)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, f"Support set v{support_set.version}: {support_set.images.count()} images, fitting.")
+        for r in rejected:
+            messages.warning(request, f"{r.name}: {r.reason}")
+    return redirect("product-detail", product_id=product.pk)
+
+
+def _stop_polling(response: HttpResponse) -> HttpResponse:
+    response.status_code = 286  # htmx: stop polling
+    return response

@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from inspector.inspections import services
+from inspector.inspections.models import Inspection
+from inspector.inspections.selectors import batch_progress
+from inspector.products import services as product_services
+
+from .factories import ProductFactory, png_bytes, upload
+
+
+@pytest.fixture
+def ready_product(owner, team, django_capture_on_commit_callbacks):
+    product = ProductFactory(team=team)
+    with django_capture_on_commit_callbacks(execute=True):
+        product_services.support_set_create(
+            product=product, user=owner, files=[upload(f"g{i}.png", png_bytes(i)) for i in range(3)]
+        )
+    return product
+
+
+def test_batch_without_a_ready_support_set_is_refused(owner, team):
+    with pytest.raises(ValidationError, match="no ready support set"):
+        services.batch_create(product=ProductFactory(team=team), user=owner, files=[upload("a.png", png_bytes(1))])
+
+
+def test_batch_processes_every_accepted_image_and_lists_refused_ones(
+    owner, ready_product, django_capture_on_commit_callbacks
+):
+    files = [upload("good.png", png_bytes(10)), upload("bad.png", png_bytes(11, defect=True)), upload("x.png", b"x")]
+    with django_capture_on_commit_callbacks(execute=True):
+        batch = services.batch_create(product=ready_product, user=owner, files=files, lot="L7")
+    assert batch.total == 2 and batch.lot == "L7"
+    assert [(r.original_name, r.reason) for r in batch.rejected_files.all()] == [("x.png", "not an image")]
+    inspections = list(batch.inspections.order_by("id"))
+    for i in inspections:
+        assert i.status == Inspection.Status.DONE, i.error
+        assert i.support_set == batch.support_set
+        assert i.verdict in ("good", "review", "defective") and i.heatmap.name and i.detect_ms > 0
+        assert i.nearest_support is not None and i.nearest_support.support_set == batch.support_set
+    assert inspections[1].score > inspections[0].score
+    progress = batch_progress(batch=batch)
+    assert (progress.processed, progress.failed, progress.finished) == (2, 0, True)
+
+
+def test_inspection_is_claimed_once(owner, ready_product, monkeypatch):
+    batch = services.batch_create(product=ready_product, user=owner, files=[upload("a.png", png_bytes(1))])
+    inspection = batch.inspections.get()
+    calls = []
+    real = services.ml.inspect
+    monkeypatch.setattr(services.ml, "inspect", lambda *a, **k: calls.append(a) or real(*a, **k))
+    services.inspection_process(inspection_id=inspection.pk)
+    services.inspection_process(inspection_id=inspection.pk)
+    assert len(calls) == 1
+    inspection.refresh_from_db()
+    assert inspection.status == "done" and inspection.attempts == 1
+
+
+def test_processing_a_missing_inspection_returns_quietly(db):
+    services.inspection_process(inspection_id=424242)
+
+
+def test_a_poison_image_fails_with_its_reason_and_the_batch_goes_on(owner, ready_product, monkeypatch):
+    batch = services.batch_create(
+        product=ready_product, user=owner, files=[upload("a.png", png_bytes(1)), upload("b.png", png_bytes(2))]
+    )
+    first, second = batch.inspections.order_by("id")
+    real = services.ml.inspect
+
+    def poison(name, **kw):
+        if name == first.image.name:
+            raise RuntimeError("detector crashed on this image")
+        return real(name, **kw)
+
+    monkeypatch.setattr(services.ml, "inspect", poison)
+    services.inspection_process(inspection_id=first.pk)
+    services.inspection_process(inspection_id=second.pk)
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.status == "failed" and "detector crashed" in first.error
+    assert second.status == "done"
+    assert batch_progress(batch=batch).finished

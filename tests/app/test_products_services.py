@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from inspector.products import services
+from inspector.products.models import SupportSet
+
+from .factories import ProductFactory, png_bytes, upload
+
+
+def test_product_create_puts_the_product_in_the_users_team(owner, team):
+    product = services.product_create(user=owner, name="  Bottle ")
+    assert product.name == "Bottle" and product.team == team
+
+
+def test_a_user_without_team_gets_a_personal_one(owner):
+    product = services.product_create(user=owner, name="Cap")
+    assert list(product.team.members.all()) == [owner]
+
+
+def test_duplicate_or_empty_product_names_are_refused(owner, team):
+    services.product_create(user=owner, name="Bottle")
+    with pytest.raises(ValidationError):
+        services.product_create(user=owner, name="Bottle")
+    with pytest.raises(ValidationError):
+        services.product_create(user=owner, name="   ")
+
+
+def test_support_upload_creates_a_new_version_and_fits_it(owner, team, django_capture_on_commit_callbacks):
+    product = ProductFactory(team=team)
+    with django_capture_on_commit_callbacks(execute=True):
+        first, rejected = services.support_set_create(
+            product=product,
+            user=owner,
+            files=[upload("a.png", png_bytes(1)), upload("b.png", png_bytes(2)), upload("bad.png", b"xx")],
+        )
+    assert [r.name for r in rejected] == ["bad.png"]
+    first.refresh_from_db()
+    assert first.version == 1 and first.status == SupportSet.Status.READY
+    assert first.images.count() == 2
+    assert 0 < first.thresholds["good_max"] < first.thresholds["defective_min"]
+    assert first.state_file.name
+    with django_capture_on_commit_callbacks(execute=True):
+        second, _ = services.support_set_create(product=product, user=owner, files=[upload("c.png", png_bytes(3))])
+    second.refresh_from_db()
+    assert second.version == 2 and second.thresholds["rule"] == "augmented-single"
+
+
+def test_upload_with_no_usable_image_is_refused_with_the_reasons(owner, team):
+    product = ProductFactory(team=team)
+    with pytest.raises(ValidationError, match="empty.png: empty file"):
+        services.support_set_create(product=product, user=owner, files=[upload("empty.png", b"")])
+    assert not product.support_sets.exists()
+
+
+def test_fit_is_claimed_once(owner, team, django_capture_on_commit_callbacks, monkeypatch):
+    product = ProductFactory(team=team)
+    support_set, _ = services.support_set_create(product=product, user=owner, files=[upload("a.png", png_bytes(1))])
+    calls = []
+    real = services.ml.fit_support
+    monkeypatch.setattr(services.ml, "fit_support", lambda names: calls.append(names) or real(names))
+    services.support_set_fit(support_set_id=support_set.pk)
+    services.support_set_fit(support_set_id=support_set.pk)
+    assert len(calls) == 1
+
+
+def test_fit_of_a_missing_support_set_returns_quietly(db):
+    services.support_set_fit(support_set_id=987654)
+
+
+def test_a_failing_fit_is_visible_with_its_reason(owner, team, monkeypatch):
+    product = ProductFactory(team=team)
+    support_set, _ = services.support_set_create(product=product, user=owner, files=[upload("a.png", png_bytes(1))])
+
+    def boom(names):
+        raise FileNotFoundError("backbone weights not found; run make setup")
+
+    monkeypatch.setattr(services.ml, "fit_support", boom)
+    services.support_set_fit(support_set_id=support_set.pk)
+    support_set.refresh_from_db()
+    assert support_set.status == SupportSet.Status.FAILED
+    assert "make setup" in support_set.error

@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from inspector.inspections import services as inspection_services
+from inspector.products import services as product_services
+
+from .factories import ProductFactory, png_bytes, upload
+
+
+@pytest.fixture
+def batch(owner, team, django_capture_on_commit_callbacks):
+    product = ProductFactory(team=team)
+    with django_capture_on_commit_callbacks(execute=True):
+        product_services.support_set_create(
+            product=product, user=owner, files=[upload("g.png", png_bytes(1)), upload("h.png", png_bytes(2))]
+        )
+    with django_capture_on_commit_callbacks(execute=True):
+        return inspection_services.batch_create(product=product, user=owner, files=[upload("q.png", png_bytes(3))])
+
+
+def _pages(batch):
+    inspection = batch.inspections.get()
+    return [
+        reverse("product-detail", args=[batch.product_id]),
+        reverse("batch-detail", args=[batch.pk]),
+        reverse("inspection-detail", args=[inspection.pk]),
+        reverse("media", args=[inspection.heatmap.name]),
+        reverse("media", args=[inspection.image.name]),
+    ]
+
+
+def test_owner_sees_every_page_of_the_batch(client, owner, batch):
+    client.force_login(owner)
+    for url in _pages(batch):
+        assert client.get(url).status_code == 200, url
+
+
+def test_other_team_gets_403_on_every_page_and_file(client, other, batch):
+    client.force_login(other)
+    for url in _pages(batch):
+        assert client.get(url).status_code == 403, url
+
+
+def test_anonymous_is_sent_to_login(client, batch):
+    for url in _pages(batch):
+        response = client.get(url)
+        assert response.status_code == 302 and response.url.startswith(reverse("login")), url
+
+
+def test_bad_ids_and_unknown_files_are_404(client, owner, batch):
+    client.force_login(owner)
+    for url in (
+        "/products/999999/",
+        "/batches/999999/",
+        "/inspections/999999/",
+        "/media/heatmaps/nope.png",
+        "/media/../settings.py",
+    ):
+        assert client.get(url).status_code == 404, url
+
+
+def test_wrong_methods_are_405(client, owner, batch):
+    client.force_login(owner)
+    assert client.post(reverse("batch-detail", args=[batch.pk])).status_code == 405
+    assert client.get(reverse("batch-upload", args=[batch.product_id])).status_code == 405
+    assert client.get(reverse("support-upload", args=[batch.product_id])).status_code == 405
+
+
+def test_product_list_creates_and_lists_products(client, owner, team):
+    client.force_login(owner)
+    response = client.post(reverse("product-list"), {"name": "Bottle"})
+    assert response.status_code == 302
+    assert "Bottle" in client.get(reverse("product-list")).content.decode()
+    assert client.post(reverse("product-list"), {"name": "Bottle"}).status_code == 400
+
+
+def test_htmx_batch_poll_renders_the_partial_and_stops_when_done(client, owner, batch):
+    client.force_login(owner)
+    response = client.get(reverse("batch-detail", args=[batch.pk]), headers={"HX-Request": "true"})
+    assert response.status_code == 286  # finished: htmx stops polling
+    body = response.content.decode()
+    assert 'id="batch-live"' in body and "<html" not in body
+    full = client.get(reverse("batch-detail", args=[batch.pk]))
+    assert "<html" in full.content.decode()
+
+
+def test_batch_upload_through_the_form_lists_refused_files(client, owner, batch):
+    client.force_login(owner)
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    files = [SimpleUploadedFile("ok.png", png_bytes(5)), SimpleUploadedFile("broken.png", b"nope")]
+    response = client.post(reverse("batch-upload", args=[batch.product_id]), {"images": files, "lot": "A1"})
+    assert response.status_code == 302
+    page = client.get(response.url).content.decode()
+    assert "broken.png" in page and "not an image" in page
+
+
+def test_batch_filter_by_verdict(client, owner, batch):
+    client.force_login(owner)
+    verdict = batch.inspections.get().verdict
+    other = "good" if verdict != "good" else "defective"
+    assert "q.png" in client.get(reverse("batch-detail", args=[batch.pk]), {"verdict": verdict}).content.decode()
+    assert "q.png" not in client.get(reverse("batch-detail", args=[batch.pk]), {"verdict": other}).content.decode()
