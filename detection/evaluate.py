@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from detection.backbone import PatchFeatures
 from detection.config import METHODS, DetectorConfig
 from detection.dataset import load_mask, test_samples, train_images
 from detection.detector import Detector
@@ -30,6 +31,13 @@ from detection.postprocess import anomaly_maps
 from detection.weights import add_weights_argument
 
 log = logging.getLogger(__name__)
+SCORE_CHUNK = 16
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so wall-clock timings measure the work and not just its launch."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def choose_support(n_train: int, shots: int, seed: int) -> list[int]:
@@ -52,6 +60,7 @@ def evaluate(data: Path, detector: Detector, shots: list[int], seeds: int) -> di
     batch, _ = detector.load_images([s.path for s in samples])
     t1 = time.perf_counter()
     feats = detector.features(batch)
+    sync(detector.device)
     t2 = time.perf_counter()
     decode_ms = (t1 - t0) / len(samples) * 1e3
     backbone_ms = (t2 - t1) / len(samples) * 1e3
@@ -65,11 +74,16 @@ def evaluate(data: Path, detector: Detector, shots: list[int], seeds: int) -> di
             fitted = detector.fit(support)
             fit_times.append(time.perf_counter() - t)
             t = time.perf_counter()
-            patch = detector.patch_scores(fitted, feats)  # (N, h, w)
-            maps = anomaly_maps(patch, cfg.image_size, cfg.gaussian_sigma)
+            patch, maps = [], []
+            for start in range(0, len(samples), SCORE_CHUNK):  # bounded memory: PatchCore expands (n*R, D)
+                chunk = PatchFeatures(*(t[start : start + SCORE_CHUNK] for t in feats))
+                p = detector.patch_scores(fitted, chunk)  # (n, h, w)
+                patch.append(p.cpu())
+                maps.append(anomaly_maps(p, cfg.image_size, cfg.gaussian_sigma).cpu())
+            sync(detector.device)
             score_ms.append((time.perf_counter() - t) / len(samples) * 1e3)
-            img_scores = patch.flatten(1).amax(1).cpu().numpy()
-            pix = maps.cpu().numpy()
+            img_scores = torch.cat(patch).flatten(1).amax(1).numpy()
+            pix = torch.cat(maps).numpy()
             good = ~labels
             per_seed.append(
                 {
@@ -89,7 +103,7 @@ def evaluate(data: Path, detector: Detector, shots: list[int], seeds: int) -> di
         for metric in per_seed[0]:
             values = [r[metric] for r in per_seed if r[metric] is not None]
             row[metric] = round(statistics.fmean(values), 2) if values else None
-            row[f"{metric}_std"] = round(statistics.pstdev(values), 2) if values else None
+            row[f"{metric}_std"] = round(statistics.stdev(values), 2) if len(values) > 1 else None
         rows.append(row)
 
     return {
@@ -112,6 +126,12 @@ def evaluate(data: Path, detector: Detector, shots: list[int], seeds: int) -> di
     }
 
 
+def _cell(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return f"{'n/a':>17}"
+    return f"{mean:>10.2f} ±{std:>5.2f}" if std is not None else f"{mean:>10.2f}       "
+
+
 def format_table(result: dict) -> str:
     head = (
         f"{result['method']} on {result['dataset']} "
@@ -129,9 +149,7 @@ def format_table(result: dict) -> str:
     ]
     lines = [head, "  ".join(f"{c:>17}" for c in cols)]
     for r in result["results"]:
-        cells = [f"{r['shots']:>17}"] + [
-            f"{r[c]:>10.2f} ±{r[c + '_std']:>5.2f}" if r[c] is not None else f"{'n/a':>17}" for c in cols[1:]
-        ]
+        cells = [f"{r['shots']:>17}"] + [_cell(r[c], r[c + "_std"]) for c in cols[1:]]
         lines.append("  ".join(cells))
     t = result["timing"]
     lines.append(

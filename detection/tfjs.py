@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-_DTYPES = {"float32": np.float32, "int32": np.int32, "uint8": np.uint8}
+# TF.js shards are little-endian whatever the machine.
+_DTYPES = {"float32": np.dtype("<f4"), "int32": np.dtype("<i4"), "uint8": np.dtype("u1")}
 
 
 class TfjsFormatError(ValueError):
@@ -42,7 +43,9 @@ def read_tfjs_weights(tarball: str | Path, model_json: str) -> dict[str, np.ndar
                 if offset + nbytes > len(blob):
                     raise TfjsFormatError(f"{spec['name']}: shards end before this weight")
                 arr = np.frombuffer(blob, dtype=dtype, count=count, offset=offset).reshape(shape)
-                weights[spec["name"]] = arr.copy()
+                if spec["name"] in weights:
+                    raise TfjsFormatError(f"weight {spec['name']} is listed twice")
+                weights[spec["name"]] = arr.astype(arr.dtype.newbyteorder("="))
                 offset += nbytes
             if offset != len(blob):
                 raise TfjsFormatError(f"{len(blob) - offset} trailing bytes after the last weight of a group")

@@ -11,7 +11,7 @@ from detection.backbone import FeatureExtractor, ImageNetClassifier, load_resnet
 
 skimage_data = pytest.importorskip("skimage.data")
 
-EGYPTIAN_CAT, TABBY, TIGER_CAT, ESPRESSO = 285, 281, 282, 967
+EGYPTIAN_CAT, TABBY, ESPRESSO = 285, 281, 967
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def _top1(model, rgb: np.ndarray) -> int:
 @pytest.mark.backbone
 def test_converted_backbone_recognises_the_cat_and_the_espresso(resnet):
     model = ImageNetClassifier(resnet).eval()
-    assert _top1(model, skimage_data.chelsea()) in (EGYPTIAN_CAT, TABBY, TIGER_CAT)
+    assert _top1(model, skimage_data.chelsea()) in (EGYPTIAN_CAT, TABBY)
     assert _top1(model, skimage_data.coffee()) == ESPRESSO
 
 

@@ -92,11 +92,31 @@ def test_tfjs_reader_reassembles_weights_split_across_shards(tmp_path):
         np.testing.assert_array_equal(got[k], weights[k])
 
 
-def test_tfjs_reader_rejects_a_missing_shard(tmp_path):
+def test_tfjs_reader_rejects_a_missing_model_json(tmp_path):
     tarball = tmp_path / "m.tgz"
     _write_tfjs_tarball(tarball, {"a/bias": np.ones(4, np.float32)}, n_shards=1)
     with pytest.raises(TfjsFormatError, match="missing"):
         read_tfjs_weights(tarball, "package/Other/model.json")
+
+
+@pytest.mark.parametrize("damage", ["drop", "short", "long"])
+def test_tfjs_reader_rejects_missing_short_or_long_shards(tmp_path, damage):
+    weights = {"a/kernel": np.ones((4, 4), np.float32), "b/bias": np.ones(8, np.float32)}
+    tarball = tmp_path / "m.tgz"
+    _write_tfjs_tarball(tarball, weights, n_shards=2)
+    damaged = tmp_path / "d.tgz"
+    with tarfile.open(tarball) as src, tarfile.open(damaged, "w:gz") as dst:
+        for member in src.getmembers():
+            data = src.extractfile(member).read()
+            if member.name.endswith("shard2of2.bin"):
+                if damage == "drop":
+                    continue
+                data = data[:-4] if damage == "short" else data + b"\0" * 4
+            info = tarfile.TarInfo(member.name)
+            info.size = len(data)
+            dst.addfile(info, io.BytesIO(data))
+    with pytest.raises(TfjsFormatError, match={"drop": "missing", "short": "end before", "long": "trailing"}[damage]):
+        read_tfjs_weights(damaged, "package/ResNet50/model.json")
 
 
 def test_converter_produces_a_strict_torchvision_state_dict_from_a_synthetic_tfjs_model(tmp_path):

@@ -127,3 +127,27 @@ def test_support_fitted_at_another_size_is_refused(resnet, detector):
     other = Detector(DetectorConfig(image_size=96), resnet=resnet, device="cpu")
     with pytest.raises(ValueError, match="image_size|grid"):
         other.predict(fitted, _goods(1))
+
+
+def test_returned_features_can_be_trained_on(detector):
+    fitted = detector.fit(_goods(2))
+    p = detector.predict(fitted, _goods(1, seed=3), return_features=True)[0]
+    layer = torch.nn.Conv2d(p.residual.shape[0], 2, 1)
+    loss = layer(p.residual[None]).pow(2).mean() + layer(p.features[None]).mean()
+    loss.backward()  # inference-mode tensors would refuse this
+    p.residual.mul_(2)  # and refuse in-place updates
+    assert layer.weight.grad is not None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_fit_on_gpu_save_load_on_cpu_predict_on_gpu(resnet, tmp_path):
+    gpu = Detector(DetectorConfig(image_size=64), resnet=resnet, device="cuda")
+    fitted = gpu.fit(_goods(3))
+    fitted.save(tmp_path / "s.pt")
+    loaded = FittedSupport.load(tmp_path / "s.pt")
+    assert loaded.memory_bank.device.type == "cpu"
+    p = gpu.predict(loaded, _goods(1, seed=5), return_features=True)[0]
+    assert p.residual.device.type == "cpu" and np.isfinite(p.score)
+    cpu = Detector(DetectorConfig(image_size=64), resnet=random_resnet(), device="cpu")
+    q = cpu.predict(loaded, _goods(1, seed=5))[0]
+    assert q.score == pytest.approx(p.score, rel=1e-2)

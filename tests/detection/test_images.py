@@ -15,13 +15,25 @@ def test_gray_rgba_palette_and_16bit_become_rgb(tmp_path):
     deep = tmp_path / "deep.png"
     Image.fromarray(np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000).save(deep)
     out = load_rgb(deep)
-    assert out.shape == (8, 8, 3) and out.max() == 255 and out.min() == 0
+    # fixed 1/257 scale, not per-image stretching: 63000 -> 245, 0 -> 0
+    assert out.shape == (8, 8, 3) and out.max() == 245 and out.min() == 0
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    im = Image.new("RGB", (40, 20), (10, 20, 30))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    path = tmp_path / "phone.jpg"
+    im.save(path, exif=exif)
+    assert load_rgb(path).shape == (40, 20, 3)
 
 
 def test_arrays_of_several_layouts_are_accepted():
     assert load_rgb(np.zeros((4, 6), np.uint8)).shape == (4, 6, 3)
     assert load_rgb(np.zeros((4, 6, 4), np.uint8)).shape == (4, 6, 3)
     assert load_rgb(np.ones((4, 6, 3), np.float32)).max() == 255
+    assert load_rgb(np.full((2, 2), 65535, np.uint16)).max() == 255
+    assert load_rgb(np.ones((2, 2), bool)).min() == 255
 
 
 @pytest.mark.parametrize("shape", [(0, 5, 3), (4, 5, 2), (2, 2, 2, 3)])
