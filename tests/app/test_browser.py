@@ -1,0 +1,91 @@
+"""The main path in a real headless Chromium (Debian's package), driven by Playwright."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from inspector.inspections import services as inspection_services
+from inspector.inspections.models import Inspection
+from inspector.inspections.tasks import inspection_process_task
+
+from .factories import TeamFactory, UserFactory, png_bytes
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)"),
+]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def page(live_server, monkeypatch):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    # Playwright's sync API keeps an event loop in this thread; the ORM calls below are plain sync code.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1366, "height": 800})
+        page.set_default_timeout(30_000)
+        yield page
+        browser.close()
+
+
+def test_log_in_create_product_upload_support_and_batch_watch_progress_open_heatmap(
+    page, live_server, tmp_path, monkeypatch
+):
+    user = UserFactory(username="qa", password="pw-for-tests-123")
+    TeamFactory(members=[user])
+    support = []
+    for i in range(2):
+        path = tmp_path / f"good{i}.png"
+        path.write_bytes(png_bytes(i))
+        support.append(str(path))
+    parts = []
+    for i, defect in enumerate([False, True, False]):
+        path = tmp_path / f"part{i}.png"
+        path.write_bytes(png_bytes(10 + i, defect=defect))
+        parts.append(str(path))
+
+    page.goto(f"{live_server.url}/")
+    page.get_by_label("User name").fill("qa")
+    page.get_by_label("Password").fill("pw-for-tests-123")
+    page.get_by_role("button", name="Log in").click()
+
+    page.get_by_label("Name").fill("Bottle")
+    page.get_by_role("button", name="Create product").click()
+    page.get_by_label("Upload good images").set_input_files(support)
+    page.get_by_role("button", name="Upload and fit").click()
+    page.get_by_test_id("support-status").filter(has_text="ready").wait_for()
+
+    # Hold the queue so the progress bar is seen moving: the tasks run below, while the page polls.
+    queued: list[int] = []
+    monkeypatch.setattr(inspection_process_task, "delay", queued.append)
+    page.get_by_label("Images or .zip").set_input_files(parts)
+    page.get_by_label("Lot (optional)").fill("L-42")
+    page.get_by_role("button", name="Upload and inspect").click()
+    page.get_by_test_id("progress-text").filter(has_text="0 processed").wait_for()
+    assert len(queued) == 3
+    for inspection_id in queued:
+        inspection_services.inspection_process(inspection_id=inspection_id)
+    page.get_by_test_id("batch-finished").wait_for()  # htmx polling brought it in, no reload
+    assert page.locator("#batch-progress").get_attribute("value") == "3"
+
+    page.locator("a.result").first.click()
+    heatmap = page.locator("#heatmap")
+    heatmap.wait_for()
+    assert heatmap.evaluate("img => img.complete && img.naturalWidth > 0")
+    page.keyboard.press("h")
+    assert heatmap.evaluate("img => getComputedStyle(img).opacity") == "0"
+    assert page.get_by_test_id("verdict").inner_text() in {v for v, _ in Inspection.Verdict.choices}

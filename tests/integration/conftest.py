@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _require_services() -> None:
+    db = settings.DATABASES["default"]
+    if db["ENGINE"] != "django.db.backends.postgresql":
+        pytest.skip("needs PostgreSQL: set DATABASE_URL=postgres://... (.ci/run does)")
+    if not settings.CELERY_BROKER_URL.startswith("redis://"):
+        pytest.skip("needs Redis as the Celery broker: set CELERY_BROKER_URL=redis://... (.ci/run does)")
+    import redis
+
+    try:
+        redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"Redis not reachable at {settings.CELERY_BROKER_URL}: {exc}")
+
+
+@pytest.fixture
+def worker(transactional_db, settings, tmp_path, weights_path):
+    """A real Celery worker process on the test database and the Redis broker; stopped and cleaned after."""
+    _require_services()
+    from inspector.celery import app
+
+    settings.MEDIA_ROOT = tmp_path / "media"
+    app.conf.task_always_eager = False
+    app.control.purge()  # nothing left over from an earlier run
+    db = settings.DATABASES["default"]
+    env = os.environ | {
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "INSPECTOR_WEIGHTS": str(weights_path),
+        "INSPECTOR_IMAGE_SIZE": str(settings.INSPECTOR_IMAGE_SIZE),
+    }
+    log = (tmp_path / "worker.log").open("w")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "inspector",
+            "worker",
+            "-c",
+            "1",
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    yield proc
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    log.close()
+    app.control.purge()
+
+
+def wait_until(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
