@@ -55,7 +55,7 @@ class FitResult:
 class InspectResult:
     score: float
     verdict: str
-    heatmap_png: bytes
+    heatmap_jpeg: bytes
     nearest_position: int
     detect_ms: float
 
@@ -97,8 +97,8 @@ def inspect(image_name: str, *, support_set_id: int, state_name: str) -> Inspect
     start = time.perf_counter()
     pred = detector.predict(fitted, [rgb])[0]
     detect_ms = (time.perf_counter() - start) * 1e3
-    png = render_heatmap(rgb, pred.anomaly_map, fitted.thresholds)
-    return InspectResult(pred.score, pred.verdict, png, pred.nearest_support, detect_ms)
+    jpeg = render_heatmap(rgb, pred.anomaly_map, fitted.thresholds)
+    return InspectResult(pred.score, pred.verdict, jpeg, pred.nearest_support, detect_ms)
 
 
 def colour_scale(amap: np.ndarray, thresholds: Thresholds) -> np.ndarray:
@@ -111,14 +111,18 @@ def colour_scale(amap: np.ndarray, thresholds: Thresholds) -> np.ndarray:
 
 
 def render_heatmap(rgb: np.ndarray, amap: np.ndarray, thresholds: Thresholds) -> bytes:
-    """Colour overlay PNG: jet colours blended over the image, transparent-ish where values are low."""
+    """Colour overlay: jet colours blended over the image, transparent where values are low; JPEG, because
+    at 512 x 512 it encodes in 0.6 ms and 67 KiB where PNG takes 16-69 ms and 450 KiB (measured), which
+    alone would exceed the app's overhead budget per image."""
     level = colour_scale(amap, thresholds)
-    colours = cv2.applyColorMap((level * 255).astype(np.uint8), cv2.COLORMAP_JET)[:, :, ::-1]
-    alpha = np.clip((level - 0.25) / 0.5, 0, 1)[:, :, None] * 0.65  # nothing below half of good_max
-    out = (rgb * (1 - alpha) + colours * alpha).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(out).save(buf, format="PNG", optimize=False)
-    return buf.getvalue()
+    colours = cv2.applyColorMap((level * 255).astype(np.uint8), cv2.COLORMAP_JET)  # BGR
+    alpha = (np.clip((level - 0.25) / 0.5, 0, 1) * 0.65)[:, :, None]  # nothing below half of good_max
+    bgr = rgb[:, :, ::-1].astype(np.float32)
+    out = (bgr + (colours.astype(np.float32) - bgr) * alpha).astype(np.uint8)
+    ok, encoded = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    if not ok:
+        raise RuntimeError("heatmap encoding failed")
+    return encoded.tobytes()
 
 
 def weights_available() -> bool:

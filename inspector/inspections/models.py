@@ -14,7 +14,7 @@ def _image_path(instance: Inspection, filename: str) -> str:
 
 
 def _heatmap_path(instance: Inspection, filename: str) -> str:
-    return f"heatmaps/{instance.batch_id}/{uuid.uuid4().hex}.png"
+    return f"heatmaps/{instance.batch_id}/{uuid.uuid4().hex}.jpg"
 
 
 class Batch(models.Model):

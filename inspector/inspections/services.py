@@ -7,6 +7,7 @@ from typing import BinaryIO
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from inspector import ml
@@ -60,12 +61,11 @@ def inspection_process(*, inspection_id: int) -> None:
     """Run the detector on one queued image. Idempotent: only the caller that claims it does the work."""
     now = timezone.now()
     claimed = Inspection.objects.filter(pk=inspection_id, status=Inspection.Status.QUEUED).update(
-        status=Inspection.Status.RUNNING, started_at=now
+        status=Inspection.Status.RUNNING, started_at=now, attempts=F("attempts") + 1
     )
     if not claimed:
         return
     inspection = Inspection.objects.select_related("support_set").get(pk=inspection_id)
-    Inspection.objects.filter(pk=inspection_id).update(attempts=inspection.attempts + 1)
     support_set = inspection.support_set
     try:
         result = ml.inspect(
@@ -78,7 +78,7 @@ def inspection_process(*, inspection_id: int) -> None:
         inspection.finished_at = timezone.now()
         inspection.save(update_fields=["status", "error", "finished_at"])
         return
-    inspection.heatmap.save("h.png", ContentFile(result.heatmap_png), save=False)
+    inspection.heatmap.save("h.jpg", ContentFile(result.heatmap_jpeg), save=False)
     inspection.score = result.score
     inspection.verdict = result.verdict
     inspection.detect_ms = result.detect_ms
