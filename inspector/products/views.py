@@ -44,7 +44,11 @@ def product_detail(request: HttpRequest, product_id: int) -> HttpResponse:
     }
     if request.htmx:
         response = render(request, "products/_support_status.html", context)
-        return _stop_polling(response) if not context["polling"] else response
+        if not context["polling"]:
+            # Fitting ended: reload the page so the batch form (shown only with a ready set) appears.
+            response["HX-Refresh"] = "true"
+            return _stop_polling(response)
+        return response
     return render(request, "products/detail.html", context)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from django.db import connections
 
 from inspector.inspections import services as inspection_services
 from inspector.inspections.models import Inspection
@@ -34,6 +35,8 @@ def page(live_server, monkeypatch):
     sync_api = pytest.importorskip("playwright.sync_api")
     # Playwright's sync API keeps an event loop in this thread; the ORM calls below are plain sync code.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    # The live server answers each request in a new thread: persistent connections would outlive them.
+    monkeypatch.setitem(connections.settings["default"], "CONN_MAX_AGE", 0)
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1366, "height": 800})

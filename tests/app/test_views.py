@@ -103,3 +103,10 @@ def test_batch_filter_by_verdict(client, owner, batch):
     other = "good" if verdict != "good" else "defective"
     assert "q.png" in client.get(reverse("batch-detail", args=[batch.pk]), {"verdict": verdict}).content.decode()
     assert "q.png" not in client.get(reverse("batch-detail", args=[batch.pk]), {"verdict": other}).content.decode()
+
+
+def test_support_status_poll_reloads_the_page_when_fitting_ends(client, owner, batch):
+    client.force_login(owner)
+    response = client.get(reverse("product-detail", args=[batch.product_id]), headers={"HX-Request": "true"})
+    assert response.status_code == 286 and response["HX-Refresh"] == "true"
+    assert 'id="support-status"' in response.content.decode()
