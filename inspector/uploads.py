@@ -11,7 +11,7 @@ import hashlib
 import io
 import stat
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -45,22 +45,33 @@ class RejectedUpload:
     reason: str
 
 
+def iter_uploads(files: Iterable[tuple[str, BinaryIO]], limits: Limits) -> Iterator[AcceptedImage | RejectedUpload]:
+    """(name, file) pairs -> one AcceptedImage or RejectedUpload per file or .zip member, as a stream, so a
+    large upload is never held in memory at once. A .zip is recognised by content and read from its file
+    (Django keeps large uploads in temporary files), member by member."""
+    n_accepted = 0
+    for name, fh in files:
+        items = (
+            _iter_zip(name, fh, limits)
+            if _is_zip(fh)
+            else [_check_one(name, fh.read(limits.max_file_bytes + 1), limits)]
+        )
+        for item in items:
+            if isinstance(item, AcceptedImage):
+                n_accepted += 1
+                if n_accepted > limits.max_files:
+                    raise UploadTooLarge(f"more than {limits.max_files} images in one upload")
+            yield item
+
+
 def validate_uploads(
     files: Iterable[tuple[str, BinaryIO]], limits: Limits
 ) -> tuple[list[AcceptedImage], list[RejectedUpload]]:
-    """(name, file) pairs -> accepted images and rejected files; a .zip (by content) is expanded."""
+    """All of iter_uploads at once: accepted images and rejected files."""
     accepted: list[AcceptedImage] = []
     rejected: list[RejectedUpload] = []
-    for name, fh in files:
-        data = fh.read(limits.max_zip_bytes + 1) if _peek_zip(fh) else fh.read(limits.max_file_bytes + 1)
-        if zipfile.is_zipfile(io.BytesIO(data)):
-            a, r = _expand_zip(name, data, limits)
-            accepted += a
-            rejected += r
-        else:
-            _check_one(name, data, limits, accepted, rejected)
-        if len(accepted) > limits.max_files:
-            raise UploadTooLarge(f"more than {limits.max_files} images in one upload")
+    for item in iter_uploads(files, limits):
+        (accepted if isinstance(item, AcceptedImage) else rejected).append(item)
     return accepted, rejected
 
 
@@ -68,17 +79,17 @@ class UploadTooLarge(ValueError):
     """The upload as a whole exceeds a limit; nothing of it is accepted."""
 
 
-def _peek_zip(fh: BinaryIO) -> bool:
+def _is_zip(fh: BinaryIO) -> bool:
     head = fh.read(4)
     fh.seek(0)
     return head == b"PK\x03\x04"
 
 
-def _check_one(name: str, data: bytes, limits: Limits, accepted: list, rejected: list) -> None:
+def _check_one(name: str, data: bytes, limits: Limits) -> AcceptedImage | RejectedUpload:
     try:
-        accepted.append(validate_image(name, data, limits))
+        return validate_image(name, data, limits)
     except InvalidImage as exc:
-        rejected.append(RejectedUpload(name, str(exc)))
+        return RejectedUpload(name, str(exc))
 
 
 class InvalidImage(ValueError):
@@ -120,45 +131,42 @@ def validate_image(name: str, data: bytes, limits: Limits) -> AcceptedImage:
     )
 
 
-def _expand_zip(name: str, data: bytes, limits: Limits) -> tuple[list[AcceptedImage], list[RejectedUpload]]:
-    accepted: list[AcceptedImage] = []
-    rejected: list[RejectedUpload] = []
-    if len(data) > limits.max_zip_bytes:
-        return [], [RejectedUpload(name, "archive too large")]
+def _iter_zip(name: str, fh: BinaryIO, limits: Limits) -> Iterator[AcceptedImage | RejectedUpload]:
     try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
+        archive = zipfile.ZipFile(fh)
         members = archive.infolist()
     except (zipfile.BadZipFile, OSError) as exc:
-        return [], [RejectedUpload(name, f"corrupt zip archive ({exc})")]
+        yield RejectedUpload(name, f"corrupt zip archive ({exc})")
+        return
     total = 0
     for info in members:
         label = f"{name}/{info.filename}"
         if info.is_dir():
             continue
         if info.filename.startswith(("/", "\\")) or ".." in info.filename.replace("\\", "/").split("/"):
-            rejected.append(RejectedUpload(label, "unsafe path in archive"))
+            yield RejectedUpload(label, "unsafe path in archive")
             continue
         if stat.S_ISLNK(info.external_attr >> 16):
-            rejected.append(RejectedUpload(label, "symbolic link in archive"))
+            yield RejectedUpload(label, "symbolic link in archive")
             continue
         total += info.file_size
         if total > limits.max_zip_bytes:
-            rejected.append(RejectedUpload(name, "archive expands beyond the size limit; remaining files skipped"))
-            break
+            yield RejectedUpload(name, "archive expands beyond the size limit; remaining files skipped")
+            return
         if info.file_size > limits.max_file_bytes:
-            rejected.append(RejectedUpload(label, f"file larger than {limits.max_file_bytes // 2**20} MiB"))
+            yield RejectedUpload(label, f"file larger than {limits.max_file_bytes // 2**20} MiB")
             continue
         if info.compress_size and info.file_size / info.compress_size > MAX_ZIP_RATIO:
-            rejected.append(RejectedUpload(label, "suspicious compression ratio (zip bomb guard)"))
+            yield RejectedUpload(label, "suspicious compression ratio (zip bomb guard)")
             continue
         try:
-            with archive.open(info) as fh:
-                member = fh.read(limits.max_file_bytes + 1)
+            with archive.open(info) as member_fh:
+                # The header's sizes can lie: never read more than the per-file limit.
+                member = member_fh.read(limits.max_file_bytes + 1)
         except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError) as exc:
-            rejected.append(RejectedUpload(label, f"unreadable archive member ({exc})"))
+            yield RejectedUpload(label, f"unreadable archive member ({exc})")
             continue
-        if zipfile.is_zipfile(io.BytesIO(member)):
-            rejected.append(RejectedUpload(label, "nested archives are not accepted"))
+        if member[:4] == b"PK\x03\x04" or zipfile.is_zipfile(io.BytesIO(member)):
+            yield RejectedUpload(label, "nested archives are not accepted")
             continue
-        _check_one(info.filename.rsplit("/", 1)[-1], member, limits, accepted, rejected)
-    return accepted, rejected
+        yield _check_one(info.filename.rsplit("/", 1)[-1], member, limits)

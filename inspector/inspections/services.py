@@ -14,7 +14,8 @@ from inspector import ml
 from inspector.inspections.models import Batch, Inspection, RejectedFile
 from inspector.products.models import Product, SupportImage
 from inspector.products.selectors import support_set_active
-from inspector.products.services import uploads_validate
+from inspector.products.services import stored_uploads
+from inspector.uploads import RejectedUpload
 
 log = logging.getLogger(__name__)
 
@@ -26,33 +27,32 @@ def batch_create(
     support_set = support_set_active(product=product)
     if support_set is None:
         raise ValidationError("this product has no ready support set yet: upload good images and wait for fitting")
-    accepted, rejected = uploads_validate(files=files)
-    if not accepted and not rejected:
-        raise ValidationError("the upload contained no files")
     from inspector.inspections.tasks import inspection_process_task
 
-    with transaction.atomic():
+    ids: list[int] = []
+    n_rejected = 0
+    with stored_uploads(files=files) as (uploads, written), transaction.atomic():
         batch = Batch.objects.create(
-            product=product,
-            support_set=support_set,
-            uploaded_by=user,
-            lot=lot[:100],
-            line=line[:100],
-            total=len(accepted),
+            product=product, support_set=support_set, uploaded_by=user, lot=lot[:100], line=line[:100]
         )
-        ids = []
-        for image in accepted:
+        for item in uploads:
+            if isinstance(item, RejectedUpload):
+                RejectedFile.objects.create(batch=batch, original_name=item.name[-255:], reason=item.reason[:500])
+                n_rejected += 1
+                continue
             inspection = Inspection.objects.create(
                 batch=batch,
                 support_set=support_set,
-                image=ContentFile(image.data, name=f"i{image.extension}"),
-                original_name=image.name,
-                checksum=image.checksum,
+                image=ContentFile(item.data, name=f"i{item.extension}"),
+                original_name=item.name,
+                checksum=item.checksum,
             )
+            written.append(inspection.image.name)
             ids.append(inspection.pk)
-        RejectedFile.objects.bulk_create(
-            RejectedFile(batch=batch, original_name=r.name[-255:], reason=r.reason[:500]) for r in rejected
-        )
+        if not ids and not n_rejected:
+            raise ValidationError("the upload contained no files")
+        batch.total = len(ids)
+        batch.save(update_fields=["total"])
         transaction.on_commit(lambda: [inspection_process_task.delay(i) for i in ids])
     return batch
 

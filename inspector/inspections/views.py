@@ -6,6 +6,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.files.storage import default_storage
+from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
@@ -14,6 +15,8 @@ from inspector.inspections import selectors, services
 from inspector.inspections.models import Inspection
 from inspector.products.models import SupportImage
 from inspector.products.selectors import product_get_for_user
+
+PAGE_SIZE = 120
 
 
 @login_required
@@ -42,10 +45,15 @@ def batch_detail(request: HttpRequest, batch_id: int) -> HttpResponse:
     verdict = request.GET.get("verdict", "")
     sort = request.GET.get("sort", "id")
     progress = selectors.batch_progress(batch=batch)
+    # Paged: the grid is re-rendered on every poll, and a batch can hold thousands of images.
+    page = Paginator(selectors.batch_inspections(batch=batch, verdict=verdict, sort=sort), PAGE_SIZE).get_page(
+        request.GET.get("page")
+    )
     context = {
         "batch": batch,
         "progress": progress,
-        "inspections": selectors.batch_inspections(batch=batch, verdict=verdict, sort=sort),
+        "inspections": page.object_list,
+        "page": page,
         "rejected": batch.rejected_files.all(),
         "verdict": verdict,
         "sort": sort,

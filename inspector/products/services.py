@@ -1,19 +1,21 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import BinaryIO
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
 from inspector import ml
 from inspector.products.models import Product, SupportImage, SupportSet, Team
-from inspector.uploads import AcceptedImage, Limits, RejectedUpload, UploadTooLarge, validate_uploads
+from inspector.uploads import AcceptedImage, Limits, RejectedUpload, UploadTooLarge, iter_uploads
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +29,27 @@ def upload_limits() -> Limits:
     )
 
 
-def uploads_validate(*, files: Iterable[tuple[str, BinaryIO]]) -> tuple[list[AcceptedImage], list[RejectedUpload]]:
-    """Check every uploaded file (and .zip member); refusals come back with reasons, nothing is stored."""
+@contextmanager
+def stored_uploads(
+    *, files: Iterable[tuple[str, BinaryIO]]
+) -> Iterator[tuple[Iterator[AcceptedImage | RejectedUpload], list[str]]]:
+    """Validated uploads as a stream (one file in memory at a time) and a list where the caller records
+    each storage name it writes: if the block fails, the rows roll back with the transaction and these
+    files are deleted, so nothing is left half-stored."""
+    written: list[str] = []
     try:
-        return validate_uploads(files, upload_limits())
+        yield iter_uploads(files, upload_limits()), written
     except UploadTooLarge as exc:
+        _delete(written)
         raise ValidationError(str(exc)) from None
+    except BaseException:
+        _delete(written)
+        raise
+
+
+def _delete(names: list[str]) -> None:
+    for name in names:
+        default_storage.delete(name)
 
 
 def team_for_user(*, user) -> Team:
@@ -58,27 +75,33 @@ def support_set_create(
     *, product: Product, user, files: Iterable[tuple[str, BinaryIO]]
 ) -> tuple[SupportSet, list[RejectedUpload]]:
     """A new support-set version from uploaded good images; fitting is queued once the rows are committed."""
-    accepted, rejected = uploads_validate(files=files)
-    if not accepted:
-        reasons = "; ".join(f"{r.name}: {r.reason}" for r in rejected) or "no files"
-        raise ValidationError(f"no usable image in the upload ({reasons})")
     from inspector.products.tasks import support_set_fit_task
 
-    with transaction.atomic():
+    rejected: list[RejectedUpload] = []
+    with stored_uploads(files=files) as (uploads, written), transaction.atomic():
         # Lock the product row so two uploads cannot take the same version number.
         Product.objects.select_for_update().filter(pk=product.pk).first()
         version = (product.support_sets.aggregate(v=Max("version"))["v"] or 0) + 1
         support_set = SupportSet.objects.create(
             product=product, version=version, method=settings.INSPECTOR_DETECTOR_METHOD, created_by=user
         )
-        for position, image in enumerate(accepted):
-            SupportImage.objects.create(
+        position = 0
+        for item in uploads:
+            if isinstance(item, RejectedUpload):
+                rejected.append(item)
+                continue
+            row = SupportImage.objects.create(
                 support_set=support_set,
                 position=position,
-                image=ContentFile(image.data, name=f"s{image.extension}"),
-                original_name=image.name,
-                checksum=image.checksum,
+                image=ContentFile(item.data, name=f"s{item.extension}"),
+                original_name=item.name,
+                checksum=item.checksum,
             )
+            written.append(row.image.name)
+            position += 1
+        if position == 0:
+            reasons = "; ".join(f"{r.name}: {r.reason}" for r in rejected) or "no files"
+            raise ValidationError(f"no usable image in the upload ({reasons})")
         transaction.on_commit(lambda: support_set_fit_task.delay(support_set.pk))
     return support_set, rejected
 

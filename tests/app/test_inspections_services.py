@@ -82,3 +82,19 @@ def test_a_poison_image_fails_with_its_reason_and_the_batch_goes_on(owner, ready
     assert first.status == "failed" and "detector crashed" in first.error
     assert second.status == "done"
     assert batch_progress(batch=batch).finished
+
+
+def test_an_upload_over_the_image_limit_is_refused_whole_and_leaves_no_files(owner, ready_product, settings):
+    settings.INSPECTOR_MAX_FILES_PER_UPLOAD = 2
+    media = settings.MEDIA_ROOT / "inspections"
+
+    def files():
+        return sorted(p for p in media.rglob("*") if p.is_file())
+
+    before = files()
+    with pytest.raises(ValidationError, match="more than 2 images"):
+        services.batch_create(
+            product=ready_product, user=owner, files=[upload(f"{i}.png", png_bytes(i)) for i in range(3)]
+        )
+    assert not ready_product.batches.exists()
+    assert files() == before

@@ -110,3 +110,18 @@ def test_support_status_poll_reloads_the_page_when_fitting_ends(client, owner, b
     response = client.get(reverse("product-detail", args=[batch.product_id]), headers={"HX-Request": "true"})
     assert response.status_code == 286 and response["HX-Refresh"] == "true"
     assert 'id="support-status"' in response.content.decode()
+
+
+def test_batch_grid_is_paged(client, owner, batch, monkeypatch):
+    from inspector.inspections import views
+
+    monkeypatch.setattr(views, "PAGE_SIZE", 1)
+    client.force_login(owner)
+    inspection_services.batch_create(
+        product=batch.product, user=owner, files=[upload("p1.png", png_bytes(6)), upload("p2.png", png_bytes(7))]
+    )
+    newest = batch.product.batches.order_by("-id").first()
+    first = client.get(reverse("batch-detail", args=[newest.pk])).content.decode()
+    second = client.get(reverse("batch-detail", args=[newest.pk]), {"page": 2}).content.decode()
+    assert "p1.png" in first and "p2.png" not in first
+    assert "p2.png" in second and "images 2–2 of 2" in second
