@@ -9,13 +9,36 @@ import sys
 import time
 
 
+def settings_var_dir():
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "inspector.settings")
+    from django.conf import settings
+
+    return settings.VAR_DIR
+
+
 def main() -> int:
     port = os.environ.get("PORT", "8000")
     python = sys.executable
     procs = [
         subprocess.Popen([python, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"]),
         subprocess.Popen(
-            [python, "-m", "celery", "-A", "inspector", "worker", "--loglevel", "INFO", "--concurrency", "1"]
+            [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "inspector",
+                "worker",
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                "1",
+                "--queues",
+                "celery,fit",
+                "--beat",
+                "--schedule",
+                str(settings_var_dir() / "celerybeat-schedule"),
+            ]
         ),
     ]
     print(f"Inspector on http://127.0.0.1:{port}/ with a Celery worker; Ctrl-C stops both.", flush=True)

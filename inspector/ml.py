@@ -20,6 +20,7 @@ from django.core.files.storage import default_storage
 from PIL import Image
 
 from detection import Detector, DetectorConfig, FittedSupport, Thresholds
+from detection.images import load_rgb
 
 _lock = threading.Lock()
 _detector: Detector | None = None
@@ -61,8 +62,10 @@ class InspectResult:
 
 
 def _read(name: str) -> np.ndarray:
+    """The stored image as the detector sees it (EXIF orientation, 16-bit scaling: detection's own rules)."""
     with default_storage.open(name, "rb") as fh, Image.open(fh) as im:
-        return np.asarray(im.convert("RGB"))
+        im.load()
+        return load_rgb(im, name=name)
 
 
 def fit_support(image_names: list[str]) -> FitResult:

@@ -17,7 +17,8 @@ from typing import BinaryIO
 
 from PIL import Image, UnidentifiedImageError
 
-ALLOWED_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "TIFF": ".tif", "WEBP": ".webp"}
+# MPO: a JPEG with extra frames (many cameras and phones write it); its first frame is the photo.
+ALLOWED_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "BMP": ".bmp", "TIFF": ".tif", "WEBP": ".webp"}
 MAX_ZIP_RATIO = 200  # uncompressed / compressed per member: beyond this it is treated as a zip bomb
 
 
@@ -137,6 +138,9 @@ def _iter_zip(name: str, fh: BinaryIO, limits: Limits) -> Iterator[AcceptedImage
         members = archive.infolist()
     except (zipfile.BadZipFile, OSError) as exc:
         yield RejectedUpload(name, f"corrupt zip archive ({exc})")
+        return
+    if len(members) > 2 * limits.max_files + 100:
+        yield RejectedUpload(name, f"archive has {len(members)} entries, more than this upload may hold")
         return
     total = 0
     for info in members:

@@ -10,11 +10,11 @@ from inspector.products.models import Product, SupportImage, SupportSet
 
 def _image_path(instance: Inspection, filename: str) -> str:
     ext = "." + filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
-    return f"inspections/{instance.batch_id}/{uuid.uuid4().hex}{ext}"
+    return f"inspections/{uuid.uuid4().hex}{ext}"
 
 
 def _heatmap_path(instance: Inspection, filename: str) -> str:
-    return f"heatmaps/{instance.batch_id}/{uuid.uuid4().hex}.jpg"
+    return f"heatmaps/{uuid.uuid4().hex}.jpg"
 
 
 class Batch(models.Model):
@@ -56,7 +56,8 @@ class Inspection(models.Model):
 
     batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="inspections")
     support_set = models.ForeignKey(SupportSet, on_delete=models.PROTECT, related_name="+")  # the judging version
-    image = models.ImageField(upload_to=_image_path, width_field="width", height_field="height")
+    # Indexed: the access-checked media view finds the owner of a file by its name.
+    image = models.ImageField(upload_to=_image_path, width_field="width", height_field="height", db_index=True)
     original_name = models.CharField(max_length=255)
     checksum = models.CharField(max_length=64, db_index=True)
     width = models.PositiveIntegerField(default=0)
@@ -66,7 +67,7 @@ class Inspection(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     score = models.FloatField(null=True, blank=True)
     verdict = models.CharField(max_length=10, choices=Verdict.choices, blank=True, db_index=True)
-    heatmap = models.ImageField(upload_to=_heatmap_path, blank=True)
+    heatmap = models.ImageField(upload_to=_heatmap_path, blank=True, db_index=True)
     nearest_support = models.ForeignKey(
         SupportImage, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )

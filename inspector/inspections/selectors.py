@@ -3,12 +3,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Max, Q, QuerySet
+from django.db.models import Count, F, Max, Q, QuerySet
 from django.http import Http404
 
 from inspector.inspections.models import Batch, Inspection
 
-SORTS = {"id": "id", "score": "score", "-score": "-score", "name": "original_name"}
+# Images without a score yet (queued, running, failed) sort last on every database.
+SORTS = {
+    "id": F("id").asc(),
+    "score": F("score").asc(nulls_last=True),
+    "-score": F("score").desc(nulls_last=True),
+    "name": F("original_name").asc(),
+}
 
 
 @dataclass(frozen=True)
@@ -69,4 +75,4 @@ def batch_inspections(*, batch: Batch, verdict: str = "", status: str = "", sort
         qs = qs.filter(verdict=verdict)
     if status:
         qs = qs.filter(status=status)
-    return qs.order_by(SORTS.get(sort, "id"), "id")
+    return qs.order_by(SORTS.get(sort, SORTS["id"]), "id")

@@ -2,91 +2,139 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import BinaryIO
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
-from django.db import transaction
+from django.core.files.storage import default_storage
+from django.db import OperationalError, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from inspector import ml
 from inspector.inspections.models import Batch, Inspection, RejectedFile
-from inspector.products.models import Product, SupportImage
+from inspector.products.models import Product, SupportImage, SupportSet
 from inspector.products.selectors import support_set_active
-from inspector.products.services import stored_uploads
-from inspector.uploads import RejectedUpload
+from inspector.products.services import enqueue_on_commit, stored_uploads
 
 log = logging.getLogger(__name__)
+MAX_ATTEMPTS = 3  # a worker lost this often on one image (OOM, kill) fails it instead of retrying forever
 
 
 def batch_create(
     *, product: Product, user, files: Iterable[tuple[str, BinaryIO]], lot: str = "", line: str = ""
 ) -> Batch:
     """Validate every file, store the good ones, list the refused ones with reasons, queue one task per image."""
+    from inspector.inspections.tasks import inspection_process_task
+
     support_set = support_set_active(product=product)
     if support_set is None:
         raise ValidationError("this product has no ready support set yet: upload good images and wait for fitting")
-    from inspector.inspections.tasks import inspection_process_task
-
-    ids: list[int] = []
-    n_rejected = 0
-    with stored_uploads(files=files) as (uploads, written), transaction.atomic():
-        batch = Batch.objects.create(
-            product=product, support_set=support_set, uploaded_by=user, lot=lot[:100], line=line[:100]
-        )
-        for item in uploads:
-            if isinstance(item, RejectedUpload):
-                RejectedFile.objects.create(batch=batch, original_name=item.name[-255:], reason=item.reason[:500])
-                n_rejected += 1
-                continue
-            inspection = Inspection.objects.create(
-                batch=batch,
-                support_set=support_set,
-                image=ContentFile(item.data, name=f"i{item.extension}"),
-                original_name=item.name,
-                checksum=item.checksum,
-            )
-            written.append(inspection.image.name)
-            ids.append(inspection.pk)
-        if not ids and not n_rejected:
+    with stored_uploads(files=files, prefix="inspections") as upload:
+        if not upload.images and not upload.n_rejected:
             raise ValidationError("the upload contained no files")
-        batch.total = len(ids)
-        batch.save(update_fields=["total"])
-        transaction.on_commit(lambda: [inspection_process_task.delay(i) for i in ids])
+        with transaction.atomic():
+            batch = Batch.objects.create(
+                product=product,
+                support_set=support_set,
+                uploaded_by=user,
+                lot=lot[:100],
+                line=line[:100],
+                total=len(upload.images),
+            )
+            inspections = Inspection.objects.bulk_create(
+                Inspection(
+                    batch=batch,
+                    support_set=support_set,
+                    image=image.name,
+                    original_name=image.original_name[-255:],
+                    checksum=image.checksum,
+                    width=image.width,
+                    height=image.height,
+                )
+                for image in upload.images
+            )
+            RejectedFile.objects.bulk_create(
+                RejectedFile(batch=batch, original_name=r.name[-255:], reason=r.reason[:500])
+                for r in upload.rejected_for_display()
+            )
+            enqueue_on_commit(inspection_process_task, [i.pk for i in inspections])
     return batch
 
 
 def inspection_process(*, inspection_id: int) -> None:
-    """Run the detector on one queued image. Idempotent: only the caller that claims it does the work."""
-    now = timezone.now()
+    """Run the detector on one queued image. Idempotent: only the caller that claims it does the work.
+    Every way out leaves the row done, failed with the reason, or (database trouble) queued again."""
     claimed = Inspection.objects.filter(pk=inspection_id, status=Inspection.Status.QUEUED).update(
-        status=Inspection.Status.RUNNING, started_at=now, attempts=F("attempts") + 1
+        status=Inspection.Status.RUNNING, started_at=timezone.now(), attempts=F("attempts") + 1
     )
     if not claimed:
         return
-    inspection = Inspection.objects.select_related("support_set").get(pk=inspection_id)
-    support_set = inspection.support_set
+    running = Inspection.objects.filter(pk=inspection_id, status=Inspection.Status.RUNNING)
     try:
+        inspection = Inspection.objects.select_related("support_set").get(pk=inspection_id)
+        support_set = inspection.support_set
         result = ml.inspect(
             inspection.image.name, support_set_id=support_set.pk, state_name=support_set.state_file.name
         )
+        heatmap = default_storage.save(
+            f"heatmaps/{inspection.batch_id}/{inspection.pk}-{inspection.attempts}.jpg",
+            ContentFile(result.heatmap_jpeg),
+        )
+        nearest = SupportImage.objects.filter(support_set=support_set, position=result.nearest_position).first()
+        running.update(
+            heatmap=heatmap,
+            score=result.score,
+            verdict=result.verdict,
+            detect_ms=result.detect_ms,
+            nearest_support=nearest,
+            status=Inspection.Status.DONE,
+            finished_at=timezone.now(),
+            error="",
+        )
+    except OperationalError:
+        running.update(status=Inspection.Status.QUEUED)  # release the claim; the task retries
+        raise
     except Exception as exc:  # the image is marked failed with the reason; the batch goes on
         log.exception("inspection %s failed", inspection_id)
-        inspection.status = Inspection.Status.FAILED
-        inspection.error = f"{type(exc).__name__}: {exc}"[:2000]
-        inspection.finished_at = timezone.now()
-        inspection.save(update_fields=["status", "error", "finished_at"])
-        return
-    inspection.heatmap.save("h.jpg", ContentFile(result.heatmap_jpeg), save=False)
-    inspection.score = result.score
-    inspection.verdict = result.verdict
-    inspection.detect_ms = result.detect_ms
-    inspection.nearest_support = SupportImage.objects.filter(
-        support_set=support_set, position=result.nearest_position
-    ).first()
-    inspection.status = Inspection.Status.DONE
-    inspection.finished_at = timezone.now()
-    inspection.save(
-        update_fields=["heatmap", "score", "verdict", "detect_ms", "nearest_support", "status", "finished_at"]
+        running.update(
+            status=Inspection.Status.FAILED, error=f"{type(exc).__name__}: {exc}"[:2000], finished_at=timezone.now()
+        )
+
+
+def work_reap(*, now=None) -> dict[str, int]:
+    """Rescue work a lost worker left behind (killed, out of memory, a broker message gone):
+    running past the hard time limit -> queued again, or failed after MAX_ATTEMPTS; queued for long -> sent
+    again (the claim makes a duplicate message harmless). The same for support sets."""
+    from inspector.inspections.tasks import inspection_process_task
+    from inspector.products.tasks import support_set_fit_task
+
+    now = now or timezone.now()
+    stale_running = now - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 60)
+    stale_queued = now - timedelta(seconds=settings.INSPECTOR_REQUEUE_AFTER)
+    counts = {}
+    running = Inspection.objects.filter(status=Inspection.Status.RUNNING, started_at__lt=stale_running)
+    counts["failed"] = running.filter(attempts__gte=MAX_ATTEMPTS).update(
+        status=Inspection.Status.FAILED,
+        error=f"the worker was lost {MAX_ATTEMPTS} times on this image (killed or out of memory)",
+        finished_at=now,
     )
+    counts["requeued"] = running.update(status=Inspection.Status.QUEUED)
+    waiting = Inspection.objects.filter(status=Inspection.Status.QUEUED, queued_at__lt=stale_queued)
+    ids = list(waiting.values_list("pk", flat=True)[:10_000])
+    Inspection.objects.filter(pk__in=ids).update(queued_at=now)  # sent again at most once per period
+    for pk in ids:
+        inspection_process_task.delay(pk)
+    counts["resent"] = len(ids)
+    SupportSet.objects.filter(status=SupportSet.Status.FITTING, fit_started_at__lt=stale_running).update(
+        status=SupportSet.Status.PENDING
+    )
+    for pk in SupportSet.objects.filter(status=SupportSet.Status.PENDING, created_at__lt=stale_queued).values_list(
+        "pk", flat=True
+    ):
+        support_set_fit_task.delay(pk)
+    if any(counts.values()):
+        log.warning("reaper: %s", counts)
+    return counts

@@ -6,6 +6,12 @@ from django.db import OperationalError
 from inspector.inspections import services
 
 
-@shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
+# Retries only for database trouble (transient; the service released its claim first), with backoff.
+@shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=8)
 def inspection_process_task(inspection_id: int) -> None:
     services.inspection_process(inspection_id=inspection_id)
+
+
+@shared_task(ignore_result=True)
+def work_reap_task() -> None:
+    services.work_reap()

@@ -9,6 +9,7 @@ from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET, require_POST
 
 from inspector.inspections import selectors, services
@@ -43,12 +44,13 @@ def batch_upload(request: HttpRequest, product_id: int) -> HttpResponse:
 def batch_detail(request: HttpRequest, batch_id: int) -> HttpResponse:
     batch = selectors.batch_get_for_user(user=request.user, batch_id=batch_id)
     verdict = request.GET.get("verdict", "")
+    status = request.GET.get("status", "")
     sort = request.GET.get("sort", "id")
     progress = selectors.batch_progress(batch=batch)
     # Paged: the grid is re-rendered on every poll, and a batch can hold thousands of images.
-    page = Paginator(selectors.batch_inspections(batch=batch, verdict=verdict, sort=sort), PAGE_SIZE).get_page(
-        request.GET.get("page")
-    )
+    page = Paginator(
+        selectors.batch_inspections(batch=batch, verdict=verdict, status=status, sort=sort), PAGE_SIZE
+    ).get_page(request.GET.get("page"))
     context = {
         "batch": batch,
         "progress": progress,
@@ -56,6 +58,8 @@ def batch_detail(request: HttpRequest, batch_id: int) -> HttpResponse:
         "page": page,
         "rejected": batch.rejected_files.all(),
         "verdict": verdict,
+        "status": status,
+        "statuses": Inspection.Status.choices,
         "sort": sort,
         "verdicts": Inspection.Verdict.choices,
     }
@@ -63,8 +67,10 @@ def batch_detail(request: HttpRequest, batch_id: int) -> HttpResponse:
         response = render(request, "inspections/_batch_live.html", context)
         if progress.finished:
             response.status_code = 286  # htmx: stop polling
-        return response
-    return render(request, "inspections/batch.html", context)
+    else:
+        response = render(request, "inspections/batch.html", context)
+    patch_vary_headers(response, ["HX-Request"])  # one URL, two renderings: caches must keep them apart
+    return response
 
 
 @login_required

@@ -8,7 +8,7 @@ from django.db import models
 
 def _support_path(instance: SupportImage, filename: str) -> str:
     # Never the uploaded name: a fresh uuid, with the extension of the verified format.
-    return f"support/{instance.support_set_id}/{uuid.uuid4().hex}{_ext(filename)}"
+    return f"support/{uuid.uuid4().hex}{_ext(filename)}"
 
 
 def _state_path(instance: SupportSet, filename: str) -> str:
@@ -75,7 +75,7 @@ class SupportSet(models.Model):
 class SupportImage(models.Model):
     support_set = models.ForeignKey(SupportSet, on_delete=models.CASCADE, related_name="images")
     position = models.PositiveIntegerField()  # index in the fitted support set (nearest_support refers to it)
-    image = models.ImageField(upload_to=_support_path, width_field="width", height_field="height")
+    image = models.ImageField(upload_to=_support_path, width_field="width", height_field="height", db_index=True)
     original_name = models.CharField(max_length=255)
     checksum = models.CharField(max_length=64)
     width = models.PositiveIntegerField(default=0)

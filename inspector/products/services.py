@@ -1,15 +1,17 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import BinaryIO
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
@@ -18,6 +20,7 @@ from inspector.products.models import Product, SupportImage, SupportSet, Team
 from inspector.uploads import AcceptedImage, Limits, RejectedUpload, UploadTooLarge, iter_uploads
 
 log = logging.getLogger(__name__)
+MAX_REJECTED_LISTED = 500  # past this, refused files are summarised in one line
 
 
 def upload_limits() -> Limits:
@@ -29,34 +32,72 @@ def upload_limits() -> Limits:
     )
 
 
+@dataclass(frozen=True)
+class StoredImage:
+    name: str  # storage name: random, never the uploaded name
+    original_name: str
+    checksum: str
+    width: int
+    height: int
+
+
+@dataclass
+class StoredUpload:
+    images: list[StoredImage]
+    rejected: list[RejectedUpload]
+    n_rejected: int  # may exceed len(rejected): only the first MAX_REJECTED_LISTED are kept
+
+    def rejected_for_display(self) -> list[RejectedUpload]:
+        extra = self.n_rejected - len(self.rejected)
+        more = [RejectedUpload("…", f"{extra} more files refused")] if extra > 0 else []
+        return self.rejected + more
+
+
 @contextmanager
-def stored_uploads(
-    *, files: Iterable[tuple[str, BinaryIO]]
-) -> Iterator[tuple[Iterator[AcceptedImage | RejectedUpload], list[str]]]:
-    """Validated uploads as a stream (one file in memory at a time) and a list where the caller records
-    each storage name it writes: if the block fails, the rows roll back with the transaction and these
-    files are deleted, so nothing is left half-stored."""
-    written: list[str] = []
+def stored_uploads(*, files: Iterable[tuple[str, BinaryIO]], prefix: str) -> Iterator[StoredUpload]:
+    """Validate the uploads one file at a time and write the accepted ones to storage, before any database
+    transaction is opened (a long upload must not hold a write lock). If the block that then creates the
+    rows fails, the files written here are deleted again: nothing is left half-stored."""
+    result = StoredUpload([], [], 0)
     try:
-        yield iter_uploads(files, upload_limits()), written
+        for item in iter_uploads(files, upload_limits()):
+            if isinstance(item, AcceptedImage):
+                name = default_storage.save(f"{prefix}/{uuid.uuid4().hex}{item.extension}", ContentFile(item.data))
+                result.images.append(StoredImage(name, item.name, item.checksum, item.width, item.height))
+            else:
+                result.n_rejected += 1
+                if len(result.rejected) < MAX_REJECTED_LISTED:
+                    result.rejected.append(item)
+        yield result
     except UploadTooLarge as exc:
-        _delete(written)
+        _delete(result.images)
         raise ValidationError(str(exc)) from None
     except BaseException:
-        _delete(written)
+        _delete(result.images)
         raise
 
 
-def _delete(names: list[str]) -> None:
-    for name in names:
-        default_storage.delete(name)
+def _delete(images: list[StoredImage]) -> None:
+    for image in images:
+        default_storage.delete(image.name)
+
+
+def enqueue_on_commit(task, ids: list[int]) -> None:
+    """Queue one task per id once the rows are committed. robust: a broker error is logged, not raised, so
+    the committed rows and files stay; the periodic reaper enqueues what is still queued."""
+
+    def send() -> None:
+        for i in ids:
+            task.delay(i)
+
+    transaction.on_commit(send, robust=True)
 
 
 def team_for_user(*, user) -> Team:
     """The user's team; a user without one gets a personal team (roles arrive with the production issue)."""
     team = user.teams.order_by("id").first()
     if team is None:
-        team = Team.objects.create(name=f"{user.get_username()}'s team")
+        team, _ = Team.objects.get_or_create(name=f"{user.get_username()}'s team")
         team.members.add(user)
     return team
 
@@ -66,9 +107,11 @@ def product_create(*, user, name: str, description: str = "") -> Product:
     if not name:
         raise ValidationError({"name": "a product needs a name"})
     team = team_for_user(user=user)
-    if Product.objects.filter(team=team, name=name).exists():
-        raise ValidationError({"name": f"your team already has a product named {name!r}"})
-    return Product.objects.create(team=team, name=name, description=description, created_by=user)
+    try:
+        with transaction.atomic():
+            return Product.objects.create(team=team, name=name, description=description, created_by=user)
+    except IntegrityError:
+        raise ValidationError({"name": f"your team already has a product named {name!r}"}) from None
 
 
 def support_set_create(
@@ -77,33 +120,32 @@ def support_set_create(
     """A new support-set version from uploaded good images; fitting is queued once the rows are committed."""
     from inspector.products.tasks import support_set_fit_task
 
-    rejected: list[RejectedUpload] = []
-    with stored_uploads(files=files) as (uploads, written), transaction.atomic():
-        # Lock the product row so two uploads cannot take the same version number.
-        Product.objects.select_for_update().filter(pk=product.pk).first()
-        version = (product.support_sets.aggregate(v=Max("version"))["v"] or 0) + 1
-        support_set = SupportSet.objects.create(
-            product=product, version=version, method=settings.INSPECTOR_DETECTOR_METHOD, created_by=user
-        )
-        position = 0
-        for item in uploads:
-            if isinstance(item, RejectedUpload):
-                rejected.append(item)
-                continue
-            row = SupportImage.objects.create(
-                support_set=support_set,
-                position=position,
-                image=ContentFile(item.data, name=f"s{item.extension}"),
-                original_name=item.name,
-                checksum=item.checksum,
-            )
-            written.append(row.image.name)
-            position += 1
-        if position == 0:
-            reasons = "; ".join(f"{r.name}: {r.reason}" for r in rejected) or "no files"
+    with stored_uploads(files=files, prefix="support") as upload:
+        if not upload.images:
+            reasons = "; ".join(f"{r.name}: {r.reason}" for r in upload.rejected_for_display()) or "no files"
             raise ValidationError(f"no usable image in the upload ({reasons})")
-        transaction.on_commit(lambda: support_set_fit_task.delay(support_set.pk))
-    return support_set, rejected
+        with transaction.atomic():
+            # Lock the product row so two uploads cannot take the same version number (PostgreSQL; SQLite
+            # transactions are IMMEDIATE, which serialises writers).
+            Product.objects.select_for_update().filter(pk=product.pk).first()
+            version = (product.support_sets.aggregate(v=Max("version"))["v"] or 0) + 1
+            support_set = SupportSet.objects.create(
+                product=product, version=version, method=settings.INSPECTOR_DETECTOR_METHOD, created_by=user
+            )
+            SupportImage.objects.bulk_create(
+                SupportImage(
+                    support_set=support_set,
+                    position=position,
+                    image=image.name,
+                    original_name=image.original_name[-255:],
+                    checksum=image.checksum,
+                    width=image.width,
+                    height=image.height,
+                )
+                for position, image in enumerate(upload.images)
+            )
+            enqueue_on_commit(support_set_fit_task, [support_set.pk])
+    return support_set, upload.rejected_for_display()
 
 
 def support_set_fit(*, support_set_id: int) -> None:
@@ -113,19 +155,29 @@ def support_set_fit(*, support_set_id: int) -> None:
     )
     if not claimed:
         return
-    support_set = SupportSet.objects.get(pk=support_set_id)
-    names = [img.image.name for img in support_set.images.order_by("position")]
     try:
+        support_set = SupportSet.objects.get(pk=support_set_id)
+        names = [img.image.name for img in support_set.images.order_by("position")]
         result = ml.fit_support(names)
-    except Exception as exc:  # any failure must be visible on the product page, not a silent "fitting"
+        state_name = default_storage.save(
+            f"support-state/{support_set.product_id}/v{support_set.version}-{uuid.uuid4().hex}.pt",
+            ContentFile(result.state),
+        )
+        SupportSet.objects.filter(pk=support_set_id).update(
+            state_file=state_name,
+            thresholds=result.thresholds,
+            fit_seconds=result.seconds,
+            fitted_at=timezone.now(),
+            status=SupportSet.Status.READY,
+        )
+    except OperationalError:
+        # Database trouble: release the claim so the retry (and the reaper) can take it again.
+        SupportSet.objects.filter(pk=support_set_id, status=SupportSet.Status.FITTING).update(
+            status=SupportSet.Status.PENDING
+        )
+        raise
+    except Exception as exc:  # any other failure is shown on the product page, never a silent "fitting"
         log.exception("fitting support set %s failed", support_set_id)
-        support_set.status = SupportSet.Status.FAILED
-        support_set.error = f"{type(exc).__name__}: {exc}"[:2000]
-        support_set.save(update_fields=["status", "error"])
-        return
-    support_set.state_file.save("state.pt", ContentFile(result.state), save=False)
-    support_set.thresholds = result.thresholds
-    support_set.fit_seconds = result.seconds
-    support_set.fitted_at = timezone.now()
-    support_set.status = SupportSet.Status.READY
-    support_set.save(update_fields=["state_file", "thresholds", "fit_seconds", "fitted_at", "status"])
+        SupportSet.objects.filter(pk=support_set_id, status=SupportSet.Status.FITTING).update(
+            status=SupportSet.Status.FAILED, error=f"{type(exc).__name__}: {exc}"[:2000]
+        )

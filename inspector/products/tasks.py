@@ -6,6 +6,6 @@ from django.db import OperationalError
 from inspector.products import services
 
 
-@shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
+@shared_task(acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=8)
 def support_set_fit_task(support_set_id: int) -> None:
     services.support_set_fit(support_set_id=support_set_id)

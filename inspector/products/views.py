@@ -5,6 +5,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from inspector.products import selectors, services
@@ -47,9 +48,11 @@ def product_detail(request: HttpRequest, product_id: int) -> HttpResponse:
         if not context["polling"]:
             # Fitting ended: reload the page so the batch form (shown only with a ready set) appears.
             response["HX-Refresh"] = "true"
-            return _stop_polling(response)
-        return response
-    return render(request, "products/detail.html", context)
+            response.status_code = 286  # htmx: stop polling
+    else:
+        response = render(request, "products/detail.html", context)
+    patch_vary_headers(response, ["HX-Request"])  # one URL, two renderings: caches must keep them apart
+    return response
 
 
 @login_required
@@ -66,8 +69,3 @@ def support_upload(request: HttpRequest, product_id: int) -> HttpResponse:
         for r in rejected:
             messages.warning(request, f"{r.name}: {r.reason}")
     return redirect("product-detail", product_id=product.pk)
-
-
-def _stop_polling(response: HttpResponse) -> HttpResponse:
-    response.status_code = 286  # htmx: stop polling
-    return response

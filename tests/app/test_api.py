@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
-from .factories import png_bytes
+from .factories import UserFactory, png_bytes
 
 
 def _png(name: str, seed: int) -> SimpleUploadedFile:
@@ -23,6 +23,9 @@ def test_full_api_flow_product_support_batch(api, owner, team, django_capture_on
     with django_capture_on_commit_callbacks(execute=True):
         r = api.post(f"/api/products/{pid}/batches/", {"images": [_png("q.png", 3), SimpleUploadedFile("x.png", b"x")]})
     assert r.status_code == 201, r.content
+    stranger = APIClient()
+    stranger.force_authenticate(UserFactory())
+    assert stranger.get(f"/api/batches/{r.json()['id']}/").status_code == 403
     batch = api.get(f"/api/batches/{r.json()['id']}/").json()
     assert (batch["status"], batch["total"], batch["processed"], batch["failed"]) == ("done", 1, 1, 0)
     item = batch["inspections"][0]
@@ -44,7 +47,9 @@ def test_other_team_anonymous_bad_id_and_wrong_method(api, other):
     assert stranger.get(f"/api/products/{pid}/").status_code == 403
     assert stranger.post(f"/api/products/{pid}/batches/", {"images": [_png("q.png", 1)]}).status_code == 403
     assert pid not in [p["id"] for p in stranger.get("/api/products/").json()]
+    assert stranger.post(f"/api/products/{pid}/support-images/", {"images": [_png("q.png", 1)]}).status_code == 403
     assert APIClient().get(f"/api/products/{pid}/").status_code in (401, 403)
+    assert APIClient().post(f"/api/products/{pid}/batches/", {"images": [_png("q.png", 1)]}).status_code in (401, 403)
     assert api.get("/api/products/999999/").status_code == 404
     assert api.get("/api/batches/999999/").status_code == 404
     assert api.delete(f"/api/products/{pid}/").status_code == 405

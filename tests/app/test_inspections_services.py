@@ -98,3 +98,67 @@ def test_an_upload_over_the_image_limit_is_refused_whole_and_leaves_no_files(own
         )
     assert not ready_product.batches.exists()
     assert files() == before
+
+
+def test_database_trouble_after_the_claim_releases_it_for_the_retry(owner, ready_product, monkeypatch):
+    from django.db import OperationalError
+
+    batch = services.batch_create(product=ready_product, user=owner, files=[upload("a.png", png_bytes(1))])
+    inspection = batch.inspections.get()
+
+    def db_down(*a, **k):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(services.ml, "inspect", db_down)
+    with pytest.raises(OperationalError):
+        services.inspection_process(inspection_id=inspection.pk)
+    inspection.refresh_from_db()
+    assert inspection.status == "queued"  # not stuck in running: the retry can claim it
+    monkeypatch.undo()
+    services.inspection_process(inspection_id=inspection.pk)
+    inspection.refresh_from_db()
+    assert inspection.status == "done" and inspection.attempts == 2
+
+
+def test_a_broker_error_at_enqueue_keeps_the_committed_batch_and_its_files(
+    owner, ready_product, monkeypatch, django_capture_on_commit_callbacks
+):
+    from inspector.inspections.tasks import inspection_process_task
+
+    def broker_down(_id):
+        raise ConnectionError("broker unreachable")
+
+    monkeypatch.setattr(inspection_process_task, "delay", broker_down)
+    with django_capture_on_commit_callbacks(execute=True):
+        batch = services.batch_create(product=ready_product, user=owner, files=[upload("a.png", png_bytes(1))])
+    inspection = batch.inspections.get()
+    assert inspection.status == "queued"
+    assert inspection.image.storage.exists(inspection.image.name)  # the reaper will send it again
+
+
+def test_the_reaper_requeues_lost_work_fails_repeat_offenders_and_resends_old_queued_items(
+    owner, ready_product, monkeypatch
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from inspector.inspections.tasks import inspection_process_task
+
+    sent = []
+    monkeypatch.setattr(inspection_process_task, "delay", sent.append)
+    batch = services.batch_create(
+        product=ready_product, user=owner, files=[upload(f"{i}.png", png_bytes(i)) for i in range(3)]
+    )
+    lost, poison, waiting = batch.inspections.order_by("id")
+    long_ago = timezone.now() - timedelta(hours=2)
+    Inspection.objects.filter(pk=lost.pk).update(status="running", started_at=long_ago, attempts=1)
+    Inspection.objects.filter(pk=poison.pk).update(status="running", started_at=long_ago, attempts=3)
+    Inspection.objects.filter(pk=waiting.pk).update(queued_at=long_ago)
+    Inspection.objects.filter(pk=lost.pk).update(queued_at=long_ago)
+    counts = services.work_reap()
+    assert counts == {"failed": 1, "requeued": 1, "resent": 2}
+    poison.refresh_from_db()
+    assert poison.status == "failed" and "lost 3 times" in poison.error
+    assert sorted(sent) == sorted([lost.pk, waiting.pk])
+    assert services.work_reap() == {"failed": 0, "requeued": 0, "resent": 0}  # not sent again right away

@@ -43,6 +43,29 @@ def test_other_team_gets_403_on_every_page_and_file(client, other, batch):
         assert client.get(url).status_code == 403, url
 
 
+def test_other_team_cannot_upload_to_the_product(client, other, batch):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    client.force_login(other)
+    for name in ("support-upload", "batch-upload"):
+        url = reverse(name, args=[batch.product_id])
+        assert client.post(url, {"images": [SimpleUploadedFile("x.png", png_bytes(9))]}).status_code == 403
+    assert batch.product.support_sets.count() == 1 and batch.product.batches.count() == 1
+
+
+def test_pages_vary_on_hx_request(client, owner, batch):
+    client.force_login(owner)
+    for url in (reverse("batch-detail", args=[batch.pk]), reverse("product-detail", args=[batch.product_id])):
+        assert "HX-Request" in client.get(url)["Vary"]
+
+
+def test_an_unfinished_batch_keeps_polling(client, owner, batch):
+    batch.inspections.update(status="queued")
+    client.force_login(owner)
+    response = client.get(reverse("batch-detail", args=[batch.pk]), headers={"HX-Request": "true"})
+    assert response.status_code == 200 and 'hx-trigger="every 1s"' in response.content.decode()
+
+
 def test_anonymous_is_sent_to_login(client, batch):
     for url in _pages(batch):
         response = client.get(url)

@@ -53,6 +53,8 @@ def worker(transactional_db, settings, tmp_path, weights_path):
             "-A",
             "inspector",
             "worker",
+            "-Q",
+            "celery,fit",
             "-c",
             "1",
             "--loglevel",
