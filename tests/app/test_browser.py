@@ -42,7 +42,9 @@ def page(live_server, monkeypatch):
         page = browser.new_page(viewport={"width": 1366, "height": 800})
         page.set_default_timeout(30_000)
         yield page
+        page.goto("about:blank")  # no request in flight when the live server and the test database go
         browser.close()
+
 
 
 def test_log_in_create_product_upload_support_and_batch_watch_progress_open_heatmap(
@@ -82,6 +84,8 @@ def test_log_in_create_product_upload_support_and_batch_watch_progress_open_heat
     assert len(queued) == 3
     for inspection_id in queued:
         inspection_services.inspection_process(inspection_id=inspection_id)
+    # Under Playwright's event loop the ORM keeps a connection per context: close it, or it outlives the test.
+    connections.close_all()
     page.get_by_test_id("batch-finished").wait_for()  # htmx polling brought it in, no reload
     assert page.locator("#batch-progress").get_attribute("value") == "3"
 
