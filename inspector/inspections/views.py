@@ -9,9 +9,9 @@ from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET, require_POST
 
+from inspector.htmx import render_polled
 from inspector.inspections import selectors, services
 from inspector.inspections.models import Inspection
 from inspector.products.models import SupportImage
@@ -63,14 +63,9 @@ def batch_detail(request: HttpRequest, batch_id: int) -> HttpResponse:
         "sort": sort,
         "verdicts": Inspection.Verdict.choices,
     }
-    if request.htmx:
-        response = render(request, "inspections/_batch_live.html", context)
-        if progress.finished:
-            response.status_code = 286  # htmx: stop polling
-    else:
-        response = render(request, "inspections/batch.html", context)
-    patch_vary_headers(response, ["HX-Request"])  # one URL, two renderings: caches must keep them apart
-    return response
+    return render_polled(
+        request, "inspections/batch.html", "inspections/_batch_live.html", context, finished=progress.finished
+    )
 
 
 @login_required

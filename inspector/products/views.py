@@ -5,9 +5,9 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from inspector.htmx import render_polled
 from inspector.products import selectors, services
 
 
@@ -43,16 +43,15 @@ def product_detail(request: HttpRequest, product_id: int) -> HttpResponse:
         "batches": product.batches.select_related("uploaded_by")[:20],
         "polling": latest is not None and latest.status in ("pending", "fitting"),
     }
-    if request.htmx:
-        response = render(request, "products/_support_status.html", context)
-        if not context["polling"]:
-            # Fitting ended: reload the page so the batch form (shown only with a ready set) appears.
-            response["HX-Refresh"] = "true"
-            response.status_code = 286  # htmx: stop polling
-    else:
-        response = render(request, "products/detail.html", context)
-    patch_vary_headers(response, ["HX-Request"])  # one URL, two renderings: caches must keep them apart
-    return response
+    # When fitting ends the page reloads: the batch form is shown only with a ready support set.
+    return render_polled(
+        request,
+        "products/detail.html",
+        "products/_support_status.html",
+        context,
+        finished=not context["polling"],
+        reload_when_finished=True,
+    )
 
 
 @login_required
