@@ -149,7 +149,7 @@ def evaluate_prototype(
             total += cm
             with np.errstate(invalid="ignore", divide="ignore"):
                 per_type = 100.0 * np.diag(cm) / cm.sum(1)
-            open_set = _open_set(clf, embeddings, y, support, queries, types) if k_types >= 2 else {}
+            open_set = open_set_check(clf, embeddings, y, support, queries, types) if k_types >= 2 else {}
             per_seed.append(
                 {
                     "accuracy": 100.0 * float(np.trace(cm)) / len(queries),
@@ -186,7 +186,7 @@ def evaluate_prototype(
     }
 
 
-def _open_set(
+def open_set_check(
     clf: PrototypeClassifier,
     embeddings: torch.Tensor,
     y: list[int],
