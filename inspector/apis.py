@@ -86,21 +86,24 @@ def _support_set_out(support_set: SupportSet | None) -> dict | None:
     return {
         "version": support_set.version,
         "status": support_set.status,
-        "n_images": support_set.images.count(),
+        "n_images": support_set.n_images,
         "thresholds": support_set.thresholds,
         "error": support_set.error,
     }
 
 
-def _product_out(product: Product) -> dict:
-    latest = product_selectors.support_set_latest(product=product)
-    return {
-        "id": product.pk,
-        "name": product.name,
-        "description": product.description,
-        "team": product.team.name,
-        "support_set": _support_set_out(latest),
-    }
+def _products_out(products: list[Product]) -> list[dict]:
+    latest = product_selectors.support_sets_latest(products=products)  # one query for all products
+    return [
+        {
+            "id": p.pk,
+            "name": p.name,
+            "description": p.description,
+            "team": p.team.name,
+            "support_set": _support_set_out(latest.get(p.pk)),
+        }
+        for p in products
+    ]
 
 
 def _batch_out(request: Request, batch: Batch) -> dict:
@@ -140,7 +143,7 @@ def _files(request: Request) -> list:
 class ProductListApi(APIView):
     @extend_schema(responses=ProductOut(many=True))
     def get(self, request: Request) -> Response:
-        return Response([_product_out(p) for p in product_selectors.product_list_for_user(user=request.user)])
+        return Response(_products_out(list(product_selectors.product_list_for_user(user=request.user))))
 
     @extend_schema(request=ProductIn, responses={201: ProductOut})
     def post(self, request: Request) -> Response:
@@ -150,14 +153,14 @@ class ProductListApi(APIView):
             product = product_services.product_create(user=request.user, **data.validated_data)
         except ValidationError as exc:
             raise ApiValidationError(exc.message_dict) from None
-        return Response(_product_out(product), status=status.HTTP_201_CREATED)
+        return Response(_products_out([product])[0], status=status.HTTP_201_CREATED)
 
 
 class ProductDetailApi(APIView):
     @extend_schema(responses=ProductOut)
     def get(self, request: Request, product_id: int) -> Response:
         product = product_selectors.product_get_for_user(user=request.user, product_id=product_id)
-        return Response(_product_out(product))
+        return Response(_products_out([product])[0])
 
 
 class SupportImagesApi(APIView):
@@ -172,7 +175,9 @@ class SupportImagesApi(APIView):
             )
         except ValidationError as exc:
             raise ApiValidationError({"images": exc.messages}) from None
-        out = _support_set_out(support_set) | {"rejected": [{"filename": r.name, "reason": r.reason} for r in rejected]}
+        support_set.n_images = support_set.images.count()
+        rejected_out = [{"filename": r.name, "reason": r.reason} for r in rejected]
+        out = _support_set_out(support_set) | {"rejected": rejected_out}
         return Response(out, status=status.HTTP_201_CREATED)
 
 

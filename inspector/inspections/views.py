@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import mimetypes
 
 from django.contrib import messages
@@ -10,6 +11,7 @@ from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
+from PIL import Image, ImageOps
 
 from inspector.htmx import render_polled
 from inspector.inspections import selectors, services
@@ -18,6 +20,7 @@ from inspector.products.models import SupportImage
 from inspector.products.selectors import product_get_for_user
 
 PAGE_SIZE = 120
+BROWSER_UNSUPPORTED = (".tif", ".tiff")  # browsers cannot show TIFF: served converted to PNG
 
 
 @login_required
@@ -94,6 +97,8 @@ def media(request: HttpRequest, path: str) -> FileResponse:
         fh = default_storage.open(path, "rb")
     except FileNotFoundError:
         raise Http404 from None
+    if path.lower().endswith(BROWSER_UNSUPPORTED):
+        fh, path = _as_png(fh), path + ".png"
     response = FileResponse(fh, content_type=mimetypes.guess_type(path)[0] or "application/octet-stream")
     response["Cache-Control"] = "private, max-age=3600"
     return response
@@ -106,3 +111,11 @@ def _team_ids_for_media(path: str) -> list[int] | None:
             return ids
     ids = list(SupportImage.objects.filter(image=path).values_list("support_set__product__team_id", flat=True)[:1])
     return ids or None
+
+
+def _as_png(fh) -> io.BytesIO:
+    with fh, Image.open(fh) as im:
+        buf = io.BytesIO()
+        ImageOps.exif_transpose(im).convert("RGB").save(buf, format="PNG", compress_level=1)
+    buf.seek(0)
+    return buf

@@ -18,6 +18,7 @@ class TeamAdmin(admin.ModelAdmin):
 @admin.register(Product)
 class ProductAdmin(admin.ModelAdmin):
     list_display = ["name", "team", "created_at"]
+    list_select_related = ["team"]
     list_filter = ["team"]
     search_fields = ["name"]
 
@@ -25,6 +26,7 @@ class ProductAdmin(admin.ModelAdmin):
 @admin.register(SupportSet)
 class SupportSetAdmin(admin.ModelAdmin):
     list_display = ["product", "version", "status", "method", "created_at", "fitted_at"]
+    list_select_related = ["product"]
     list_filter = ["status", "method"]
     inlines = [SupportImageInline]
 
@@ -32,4 +34,5 @@ class SupportSetAdmin(admin.ModelAdmin):
 @admin.register(DefectType)
 class DefectTypeAdmin(admin.ModelAdmin):
     list_display = ["name", "product", "shortcut", "colour"]
+    list_select_related = ["product"]
     list_filter = ["product"]

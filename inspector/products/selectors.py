@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 from django.http import Http404
 
 from inspector.products.models import Product, SupportSet
@@ -29,3 +29,16 @@ def support_set_active(*, product: Product) -> SupportSet | None:
 
 def support_set_latest(*, product: Product) -> SupportSet | None:
     return product.support_sets.order_by("-version").first()
+
+
+def support_sets_latest(*, products: list[Product]) -> dict[int, SupportSet]:
+    """{product id: its newest support set, with n_images}, in one query whatever the number of products."""
+    newest = (
+        SupportSet.objects.filter(product__in=products)
+        .annotate(n_images=Count("images"))
+        .order_by("product_id", "-version")
+    )
+    out: dict[int, SupportSet] = {}
+    for support_set in newest:
+        out.setdefault(support_set.product_id, support_set)
+    return out

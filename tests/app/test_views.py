@@ -148,3 +148,22 @@ def test_batch_grid_is_paged(client, owner, batch, monkeypatch):
     second = client.get(reverse("batch-detail", args=[newest.pk]), {"page": 2}).content.decode()
     assert "p1.png" in first and "p2.png" not in first
     assert "p2.png" in second and "images 2–2 of 2" in second
+
+
+def test_tiff_originals_are_served_as_png_for_the_browser(client, owner, batch, django_capture_on_commit_callbacks):
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(png_bytes(8))).save(buf, format="TIFF")
+    with django_capture_on_commit_callbacks(execute=True):
+        tiff_batch = inspection_services.batch_create(
+            product=batch.product, user=owner, files=[upload("scan.tif", buf.getvalue())]
+        )
+    inspection = tiff_batch.inspections.get()
+    assert inspection.image.name.endswith(".tif")
+    client.force_login(owner)
+    response = client.get(reverse("media", args=[inspection.image.name]))
+    assert response.status_code == 200 and response["Content-Type"] == "image/png"
+    assert b"".join(response.streaming_content)[:8] == b"\x89PNG\r\n\x1a\n"
