@@ -121,7 +121,12 @@ def work_reap(*, now=None) -> dict[str, int]:
         error=f"the worker was lost {MAX_ATTEMPTS} times on this image (killed or out of memory)",
         finished_at=now,
     )
-    counts["requeued"] = running.update(status=Inspection.Status.QUEUED)
+    lost = list(running.values_list("pk", flat=True))  # the repeat offenders are failed above
+    counts["requeued"] = Inspection.objects.filter(pk__in=lost, status=Inspection.Status.RUNNING).update(
+        status=Inspection.Status.QUEUED, queued_at=now
+    )
+    for pk in lost:
+        inspection_process_task.delay(pk)
     waiting = Inspection.objects.filter(status=Inspection.Status.QUEUED, queued_at__lt=stale_queued)
     ids = list(waiting.values_list("pk", flat=True)[:10_000])
     Inspection.objects.filter(pk__in=ids).update(queued_at=now)  # sent again at most once per period

@@ -155,9 +155,8 @@ def test_the_reaper_requeues_lost_work_fails_repeat_offenders_and_resends_old_qu
     Inspection.objects.filter(pk=lost.pk).update(status="running", started_at=long_ago, attempts=1)
     Inspection.objects.filter(pk=poison.pk).update(status="running", started_at=long_ago, attempts=3)
     Inspection.objects.filter(pk=waiting.pk).update(queued_at=long_ago)
-    Inspection.objects.filter(pk=lost.pk).update(queued_at=long_ago)
-    counts = services.work_reap()
-    assert counts == {"failed": 1, "requeued": 1, "resent": 2}
+    counts = services.work_reap()  # the lost one was queued recently: it is sent again all the same
+    assert counts == {"failed": 1, "requeued": 1, "resent": 1}
     poison.refresh_from_db()
     assert poison.status == "failed" and "lost 3 times" in poison.error
     assert sorted(sent) == sorted([lost.pk, waiting.pk])
