@@ -17,10 +17,10 @@ import torch
 
 from classification.contrastive import FinetuneConfig, embed, finetune
 from classification.encoder import EncoderConfig, ResidualEncoder
-from classification.prototype import PrototypeClassifier, PrototypeConfig, TypePrediction
+from classification.prototype import PrototypeClassifier, PrototypeConfig, TypePrediction, save_payload
 from classification.residuals import ResidualSample
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: prototypes stored as an embedded PrototypeClassifier payload
 
 
 class ContrastiveClassifier:
@@ -56,33 +56,15 @@ class ContrastiveClassifier:
 
     # -- save / load ------------------------------------------------------------------------------------
 
-    def _payload(self) -> dict[str, Any]:
-        p = self.prototypes
-        if not p.is_fitted:
-            raise ValueError("cannot save an unfitted classifier")
-        return {
+    def save(self, path: str | Path | BinaryIO) -> None:
+        """Encoder config + state_dict and the fitted prototypes, as data (weights_only loadable)."""
+        payload = {
             "format_version": FORMAT_VERSION,
             "config": self.encoder.config.to_dict(),
-            "prototype_config": p.config.to_dict(),
             "state_dict": {k: v.detach().cpu().contiguous() for k, v in self.encoder.state_dict().items()},
-            "types": list(p.types),
-            "threshold_rule": p.threshold_rule,
-            "prototypes": {
-                "prototypes": p.prototypes.detach().cpu().contiguous(),
-                "centre": p.centre.detach().cpu().contiguous(),
-                "threshold": torch.tensor(p.threshold, dtype=torch.float64),
-            },
+            "prototypes": self.prototypes.to_payload(),
         }
-
-    def save(self, path: str | Path | BinaryIO) -> None:
-        """Tensors and plain values only (weights_only=True loadable); atomic for a local path."""
-        if isinstance(path, str | Path):
-            path = Path(path)
-            tmp = path.with_name(path.name + ".tmp")
-            torch.save(self._payload(), tmp)
-            tmp.replace(path)
-        else:
-            torch.save(self._payload(), path)
+        save_payload(payload, path)
 
     @classmethod
     def load(cls, path: str | Path | BinaryIO) -> ContrastiveClassifier:
@@ -93,12 +75,7 @@ class ContrastiveClassifier:
         encoder = ResidualEncoder(EncoderConfig.from_dict(payload["config"]))
         encoder.load_state_dict(payload["state_dict"])
         encoder.eval()
-        clf = cls(encoder, PrototypeConfig.from_dict(payload["prototype_config"]))
-        types = [str(t) for t in payload["types"]]
-        state = payload["prototypes"]
-        if state["prototypes"].ndim != 2 or state["prototypes"].shape[0] != len(types):
-            raise ValueError(f"{len(types)} types but prototypes of shape {tuple(state['prototypes'].shape)}")
-        p = clf.prototypes
-        p.types, p.prototypes, p.centre = types, state["prototypes"], state["centre"]
-        p.threshold, p.threshold_rule = float(state["threshold"]), str(payload["threshold_rule"])
+        prototypes = PrototypeClassifier.from_payload(payload["prototypes"])
+        clf = cls(encoder, prototypes.config)
+        clf.prototypes = prototypes
         return clf

@@ -90,6 +90,36 @@ def macro_f1(confusion: np.ndarray) -> float:
 # ------------------------------------------------------------------------------------------------ residuals
 
 
+def seed_result(cm: np.ndarray, n_queries: int, types: Sequence[str], threshold_rule: str, open_set: dict) -> dict:
+    """One episode's figures from its confusion matrix (rows: true type)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_type = 100.0 * np.diag(cm) / cm.sum(1)
+    return {
+        "accuracy": 100.0 * float(np.trace(cm)) / n_queries,
+        "macro_f1": macro_f1(cm),
+        "per_type": dict(zip(types, per_type.tolist(), strict=True)),
+        "threshold_rule": threshold_rule,
+        **open_set,
+    }
+
+
+def shots_row(shots: int, per_seed: list[dict], types: Sequence[str], confusion: np.ndarray) -> dict:
+    """Means and sample std over seeds for one shot count, per-type accuracy, the summed confusion matrix."""
+    row: dict = {"shots": shots}
+    for metric in ("accuracy", "macro_f1", "unknown_rejected", "known_rejected"):
+        values = [r[metric] for r in per_seed if metric in r]
+        if values:
+            row[metric] = round(statistics.fmean(values), 2)
+            row[f"{metric}_std"] = round(statistics.stdev(values), 2) if len(values) > 1 else None
+    row["per_type_accuracy"] = {
+        name: round(statistics.fmean(r["per_type"][name] for r in per_seed), 2) for name in types
+    }
+    row["per_seed_accuracy"] = [round(r["accuracy"], 2) for r in per_seed]
+    row["confusion"] = confusion.tolist()
+    row["threshold_rule"] = sorted({r["threshold_rule"] for r in per_seed})
+    return row
+
+
 def residual_samples(
     data: Path, detector: Detector, *, bank_size: int, bank_seed: int, keep_features: bool
 ) -> tuple[list[ResidualSample], list[str], dict[str, float]]:
@@ -147,31 +177,10 @@ def evaluate_prototype(
             y_pred = [type_index[p.best] for p in preds]
             cm = confusion_matrix(y_true, y_pred, k_types)
             total += cm
-            with np.errstate(invalid="ignore", divide="ignore"):
-                per_type = 100.0 * np.diag(cm) / cm.sum(1)
             open_set = open_set_check(clf, embeddings, y, support, queries, types) if k_types >= 2 else {}
-            per_seed.append(
-                {
-                    "accuracy": 100.0 * float(np.trace(cm)) / len(queries),
-                    "macro_f1": macro_f1(cm),
-                    "per_type": dict(zip(types, per_type.tolist(), strict=True)),
-                    "threshold_rule": clf.threshold_rule,
-                    **open_set,
-                }
-            )
+            per_seed.append(seed_result(cm, len(queries), types, clf.threshold_rule, open_set))
             log.info("shots=%d seed=%d accuracy %.1f%%", n, seed, per_seed[-1]["accuracy"])
-        row: dict = {"shots": n}
-        for metric in ("accuracy", "macro_f1", "unknown_rejected", "known_rejected"):
-            values = [r[metric] for r in per_seed if metric in r]
-            if values:
-                row[metric] = round(statistics.fmean(values), 2)
-                row[f"{metric}_std"] = round(statistics.stdev(values), 2) if len(values) > 1 else None
-        row["per_type_accuracy"] = {
-            name: round(statistics.fmean(r["per_type"][name] for r in per_seed), 2) for name in types
-        }
-        row["confusion"] = total.tolist()
-        row["threshold_rule"] = sorted({r["threshold_rule"] for r in per_seed})
-        rows.append(row)
+        rows.append(shots_row(n, per_seed, types, total))
     return {
         "types": types,
         "n_images": len(samples),

@@ -41,9 +41,10 @@ from classification.evaluate import (
     confusion_matrix,
     episode_split,
     format_table,
-    macro_f1,
     open_set_check,
     residual_samples,
+    seed_result,
+    shots_row,
 )
 from classification.prototype import PrototypeConfig
 from classification.residuals import ResidualSample
@@ -99,32 +100,10 @@ def evaluate_contrastive(
             embeddings = clf.embed(samples)  # for the open-set check only
             cm = confusion_matrix([y[i] for i in queries], [type_index[p.best] for p in preds], k_types)
             total += cm
-            with np.errstate(invalid="ignore", divide="ignore"):
-                per_type = 100.0 * np.diag(cm) / cm.sum(1)
             open_set = open_set_check(clf.prototypes, embeddings, y, support, queries, types) if k_types >= 2 else {}
-            per_seed.append(
-                {
-                    "accuracy": 100.0 * float(np.trace(cm)) / len(queries),
-                    "macro_f1": macro_f1(cm),
-                    "per_type": dict(zip(types, per_type.tolist(), strict=True)),
-                    "threshold_rule": clf.prototypes.threshold_rule,
-                    **open_set,
-                }
-            )
+            per_seed.append(seed_result(cm, len(queries), types, clf.prototypes.threshold_rule, open_set))
             log.info("shots=%d seed=%d accuracy %.1f%%", n, seed, per_seed[-1]["accuracy"])
-        row: dict = {"shots": n}
-        for metric in ("accuracy", "macro_f1", "unknown_rejected", "known_rejected"):
-            values = [r[metric] for r in per_seed if metric in r]
-            if values:
-                row[metric] = round(statistics.fmean(values), 2)
-                row[f"{metric}_std"] = round(statistics.stdev(values), 2) if len(values) > 1 else None
-        row["per_type_accuracy"] = {
-            name: round(statistics.fmean(r["per_type"][name] for r in per_seed), 2) for name in types
-        }
-        row["per_seed_accuracy"] = [round(r["accuracy"], 2) for r in per_seed]
-        row["confusion"] = total.tolist()
-        row["threshold_rule"] = sorted({r["threshold_rule"] for r in per_seed})
-        rows.append(row)
+        rows.append(shots_row(n, per_seed, types, total))
     return {
         "types": types,
         "n_images": len(samples),

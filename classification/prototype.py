@@ -237,7 +237,9 @@ class PrototypeClassifier:
 
     # -- save / load ------------------------------------------------------------------------------------
 
-    def _payload(self) -> dict[str, Any]:
+    def to_payload(self) -> dict[str, Any]:
+        """Config, types and prototype state as tensors and plain values (weights_only loadable); a larger
+        checkpoint (the contrastive classifier's) embeds it whole."""
         if not self.is_fitted:
             raise ValueError("cannot save an unfitted classifier")
         return {
@@ -252,19 +254,8 @@ class PrototypeClassifier:
             },
         }
 
-    def save(self, path: str | Path | BinaryIO) -> None:
-        """Tensors and plain values only (loadable with weights_only=True); atomic for a local path."""
-        if isinstance(path, str | Path):
-            path = Path(path)
-            tmp = path.with_name(path.name + ".tmp")
-            torch.save(self._payload(), tmp)
-            tmp.replace(path)
-        else:
-            torch.save(self._payload(), path)
-
     @classmethod
-    def load(cls, path: str | Path | BinaryIO) -> PrototypeClassifier:
-        payload: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    def from_payload(cls, payload: dict[str, Any]) -> PrototypeClassifier:
         version = payload.get("format_version")
         if version != FORMAT_VERSION:
             raise ValueError(f"prototype classifier format {version!r}, this code reads {FORMAT_VERSION}")
@@ -279,3 +270,21 @@ class PrototypeClassifier:
         clf.threshold = float(state["threshold"])
         clf.threshold_rule = str(payload["threshold_rule"])
         return clf
+
+    def save(self, path: str | Path | BinaryIO) -> None:
+        save_payload(self.to_payload(), path)
+
+    @classmethod
+    def load(cls, path: str | Path | BinaryIO) -> PrototypeClassifier:
+        return cls.from_payload(torch.load(path, map_location="cpu", weights_only=True))
+
+
+def save_payload(payload: dict[str, Any], path: str | Path | BinaryIO) -> None:
+    """Tensors and plain values only (loadable with weights_only=True); atomic for a local path."""
+    if isinstance(path, str | Path):
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(payload, tmp)
+        tmp.replace(path)
+    else:
+        torch.save(payload, path)

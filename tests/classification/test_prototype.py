@@ -164,7 +164,7 @@ def test_load_reads_an_open_file_and_refuses_another_format_version():
     clf.save(buffer)
     buffer.seek(0)
     assert PrototypeClassifier.load(buffer).types == ["type0", "type1"]
-    payload = clf._payload() | {"format_version": 99}
+    payload = clf.to_payload() | {"format_version": 99}
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     buffer.seek(0)
