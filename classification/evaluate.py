@@ -147,8 +147,34 @@ def residual_samples(
 # ------------------------------------------------------------------------------------------------- evaluate
 
 
+CENTRES = ("pool", "labelled")
+POOL_FOLDS = 2
+
+
+def query_folds(queries: Sequence[int], centre: str, seed: int) -> list[tuple[list[int], list[int]]]:
+    """[(queries of the fold, unlabelled pool for its centre)] for one episode.
+
+    centre="pool": the queries are split in POOL_FOLDS seeded folds; a fold's pool is every query outside it
+    (cross-fitting: no query is ever in the pool its own centre comes from). The pool stands in for the
+    product's other flagged images; their labels are never read. centre="labelled": one fold, no pool.
+    """
+    if centre == "labelled":
+        return [(list(queries), [])]
+    if centre != "pool":
+        raise ValueError(f"centre must be one of {CENTRES}, got {centre!r}")
+    order = np.random.default_rng([seed, 1]).permutation(len(queries))
+    folds = [sorted(int(queries[i]) for i in order[f::POOL_FOLDS]) for f in range(POOL_FOLDS)]
+    return [(fold, [q for q in queries if q not in set(fold)]) for fold in folds]
+
+
 def evaluate_prototype(
-    samples: Sequence[ResidualSample], labels: Sequence[str], config: PrototypeConfig, shots: list[int], seeds: int
+    samples: Sequence[ResidualSample],
+    labels: Sequence[str],
+    config: PrototypeConfig,
+    shots: list[int],
+    seeds: int,
+    *,
+    centre: str = "pool",
 ) -> dict:
     """Every shots/seed episode on precomputed residual samples; figures as in the module docstring."""
     types = sorted(set(labels))
@@ -166,18 +192,24 @@ def evaluate_prototype(
         total = np.zeros((k_types, k_types), dtype=np.int64)
         for seed in range(seeds):
             support, queries = episode_split(labels, n, seed)
-            t = time.perf_counter()
-            # the labelled examples' pooling counted as fine-tuning work: it is done when a user labels them
-            clf.fit_embeddings({name: clf.embed([samples[i] for i in idx]) for name, idx in support.items()})
-            fit_s.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            preds = clf.predict_many([samples[i] for i in queries])
-            predict_ms.append((time.perf_counter() - t) / len(queries) * 1e3)
-            y_true = [y[i] for i in queries]
-            y_pred = [type_index[p.best] for p in preds]
+            folds = query_folds(queries, centre, seed)
+            y_true, y_pred = [], []
+            for fold, pool in folds:
+                t = time.perf_counter()
+                # the labelled examples' pooling counted as fine-tuning work: it is done when a user labels them
+                clf.fit_embeddings(
+                    {name: clf.embed([samples[i] for i in idx]) for name, idx in support.items()},
+                    unlabelled=embeddings[pool] if pool else None,
+                )
+                fit_s.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                preds = clf.predict_many([samples[i] for i in fold])
+                predict_ms.append((time.perf_counter() - t) / len(fold) * 1e3)
+                y_true += [y[i] for i in fold]
+                y_pred += [type_index[p.best] for p in preds]
             cm = confusion_matrix(y_true, y_pred, k_types)
             total += cm
-            open_set = open_set_check(clf, embeddings, y, support, queries, types) if k_types >= 2 else {}
+            open_set = open_set_check(clf, embeddings, y, support, folds, types) if k_types >= 2 else {}
             per_seed.append(seed_result(cm, len(queries), types, clf.threshold_rule, open_set))
             log.info("shots=%d seed=%d accuracy %.1f%%", n, seed, per_seed[-1]["accuracy"])
         rows.append(shots_row(n, per_seed, types, total))
@@ -185,6 +217,7 @@ def evaluate_prototype(
         "types": types,
         "n_images": len(samples),
         "images_per_type": {name: labels.count(name) for name in types},
+        "centre": centre,
         "results": rows,
         "timing": {
             "pretrain_s": 0.0,
@@ -200,21 +233,31 @@ def open_set_check(
     embeddings: torch.Tensor,
     y: list[int],
     support: dict[str, list[int]],
-    queries: list[int],
+    folds: list[tuple[list[int], list[int]]],
     types: list[str],
 ) -> dict[str, float]:
     """Hold each type out of the labelled set in turn: rejection rates of its images and of known queries.
 
-    Refits `clf`; the caller has already used it for this episode's closed-set predictions.
+    Its images among the queries are the "new kind of defect"; the known queries are the other types'. Each
+    fold is scored with the centre of its own pool (`query_folds`). Refits `clf`; the caller has already used it
+    for this episode's closed-set predictions.
     """
     unknown, known = [], []
     for held, name in enumerate(types):
-        clf.fit_embeddings({t: embeddings[idx] for t, idx in support.items() if t != name})
-        held_idx = [i for i in range(len(y)) if y[i] == held]
-        known_idx = [i for i in queries if y[i] != held]
-        best = clf.similarities(embeddings).max(1).values
-        unknown.append(float((best[held_idx] < clf.threshold).float().mean()))
-        known.append(float((best[known_idx] < clf.threshold).float().mean()))
+        rejected_unknown = rejected_known = n_unknown = n_known = 0
+        for fold, pool in folds:
+            clf.fit_embeddings(
+                {t: embeddings[idx] for t, idx in support.items() if t != name},
+                unlabelled=embeddings[pool] if pool else None,
+            )
+            rejected = (clf.similarities(embeddings[fold]).max(1).values < clf.threshold).tolist()
+            for i, r in zip(fold, rejected, strict=True):
+                if y[i] == held:
+                    n_unknown, rejected_unknown = n_unknown + 1, rejected_unknown + r
+                else:
+                    n_known, rejected_known = n_known + 1, rejected_known + r
+        unknown.append(rejected_unknown / max(n_unknown, 1))
+        known.append(rejected_known / max(n_known, 1))
     return {"unknown_rejected": 100.0 * statistics.fmean(unknown), "known_rejected": 100.0 * statistics.fmean(known)}
 
 
@@ -228,7 +271,7 @@ def format_table(result: dict) -> str:
         f"{result['method']} on {result['dataset']} (S={result['size']}, {result['seeds']} seeds, "
         f"{result['n_images']} defect images, bank {result['bank_size']} good images, detector "
         f"{result['detector_method']})",
-        "classifier: " + ", ".join(f"{k}={v}" for k, v in cfg.items()),
+        "classifier: " + ", ".join(f"{k}={v}" for k, v in cfg.items()) + f"; centre from {result.get('centre')}",
         f"{'shots':>5}  {'accuracy %':>14}  {'macro-F1 %':>14}  "
         + "  ".join(f"{t[:14]:>14}" for t in types)
         + f"  {'unknown rej. %':>14}  {'known rej. %':>12}",
@@ -271,7 +314,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weighting", choices=WEIGHTINGS, default=defaults.weighting)
     parser.add_argument("--weight-temperature", type=float, default=defaults.weight_temperature)
     parser.add_argument("--top-fraction", type=float, default=defaults.top_fraction)
+    parser.add_argument("--rectify", action=argparse.BooleanOptionalAction, default=defaults.rectify)
     parser.add_argument("--center", action=argparse.BooleanOptionalAction, default=defaults.center)
+    parser.add_argument(
+        "--centre",
+        choices=CENTRES,
+        default="pool",
+        help="centre from the unlabelled flagged images (cross-fitted, the product's way) or the labelled only",
+    )
     parser.add_argument("--temperature", type=float, default=defaults.temperature, help="confidence softmax")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     add_weights_argument(parser)
@@ -286,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         weighting=args.weighting,
         weight_temperature=args.weight_temperature,
         top_fraction=args.top_fraction,
+        rectify=args.rectify,
         center=args.center,
         temperature=args.temperature,
     )
@@ -305,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": str(detector.device),
         "classifier_config": config.to_dict(),
     }
-    evaluated = evaluate_prototype(samples, labels, config, args.shots, args.seeds)
+    evaluated = evaluate_prototype(samples, labels, config, args.shots, args.seeds, centre=args.centre)
     evaluated["timing"].update(det_timing)
     result.update(evaluated)
     print(format_table(result))

@@ -100,7 +100,8 @@ def evaluate_contrastive(
             embeddings = clf.embed(samples)  # for the open-set check only
             cm = confusion_matrix([y[i] for i in queries], [type_index[p.best] for p in preds], k_types)
             total += cm
-            open_set = open_set_check(clf.prototypes, embeddings, y, support, queries, types) if k_types >= 2 else {}
+            folds = [(list(queries), [])]  # the contrastive classifier is centred on nothing: no pool
+            open_set = open_set_check(clf.prototypes, embeddings, y, support, folds, types) if k_types >= 2 else {}
             per_seed.append(seed_result(cm, len(queries), types, clf.prototypes.threshold_rule, open_set))
             log.info("shots=%d seed=%d accuracy %.1f%%", n, seed, per_seed[-1]["accuracy"])
         rows.append(shots_row(n, per_seed, types, total))

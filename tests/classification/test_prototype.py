@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from classification.evaluate import confusion_matrix, episode_split, macro_f1
+from classification.evaluate import confusion_matrix, episode_split, macro_f1, query_folds
 from classification.prototype import (
     PrototypeClassifier,
     PrototypeConfig,
@@ -49,14 +49,51 @@ def make_examples(directions: torch.Tensor, per_type: int, seed: int) -> dict[st
 @pytest.mark.parametrize("center", [False, True])
 def test_prototypes_are_means_of_normalised_pooled_embeddings(center):
     examples = make_examples(class_directions(3), per_type=3, seed=1)
-    clf = PrototypeClassifier(PrototypeConfig(center=center)).fit(examples)
-    embedded = {
-        t: F.normalize(torch.stack([pooled_residual(s) for s in samples]), dim=1) for t, samples in examples.items()
-    }
+    config = PrototypeConfig(center=center)
+    clf = PrototypeClassifier(config).fit(examples)
+
+    def pooled(s):
+        return pooled_residual(s, temperature=config.weight_temperature, rectify=config.rectify)
+
+    embedded = {t: F.normalize(torch.stack([pooled(s) for s in samples]), dim=1) for t, samples in examples.items()}
     centre = torch.stack([e.mean(0) for e in embedded.values()]).mean(0) if center else torch.zeros(D)
     for k, t in enumerate(clf.types):
         e = F.normalize(embedded[t] - centre, dim=1) if center else embedded[t]
         torch.testing.assert_close(clf.prototypes[k], e.mean(0))
+
+
+def test_rectified_pooling_is_the_weighted_mean_of_the_positive_part():
+    sample = make_sample(class_directions(1)[0], torch.Generator().manual_seed(11))
+    clamped = ResidualSample(sample.residual.clamp_min(0), sample.anomaly)
+    torch.testing.assert_close(pooled_residual(sample, rectify=True), pooled_residual(clamped, rectify=False))
+    assert not torch.allclose(pooled_residual(sample, rectify=True), pooled_residual(sample, rectify=False))
+
+
+def test_centre_comes_from_the_unlabelled_pool_with_enough_images_else_from_the_labelled_types():
+    directions = class_directions(3, seed=12)
+    examples = make_examples(directions, per_type=1, seed=13)
+    pool = [s for samples in make_examples(directions, per_type=4, seed=14).values() for s in samples]  # 12
+    config = PrototypeConfig(min_pool=8)
+    clf = PrototypeClassifier(config)
+    x = torch.cat([clf.embed(examples[t]) for t in sorted(examples)])
+    clf.fit(examples, unlabelled=pool)
+    assert clf.centre_rule == "pool"
+    torch.testing.assert_close(clf.centre, torch.cat([clf.embed(pool), x]).mean(0))
+    clf.fit(examples, unlabelled=pool[:7])  # below min_pool: the labelled types' mean
+    assert clf.centre_rule == "labelled"
+    torch.testing.assert_close(clf.centre, x.mean(0))  # one example per type: mean of means = mean
+    assert PrototypeClassifier(PrototypeConfig(center=False)).fit(examples, unlabelled=pool).centre_rule == "none"
+
+
+def test_query_folds_never_put_a_query_in_the_pool_of_its_own_centre():
+    queries = list(range(3, 40, 2))
+    folds = query_folds(queries, "pool", seed=4)
+    assert sorted(q for fold, _ in folds for q in fold) == queries  # every query scored exactly once
+    for fold, pool in folds:
+        assert fold and not set(fold) & set(pool)
+        assert set(fold) | set(pool) == set(queries)
+    assert query_folds(queries, "labelled", seed=4) == [(queries, [])]
+    assert query_folds(queries, "pool", seed=4) == folds  # seeded
 
 
 @pytest.mark.parametrize("center", [False, True])
@@ -149,10 +186,11 @@ def test_save_and_load_round_trip_gives_identical_predictions(tmp_path):
     path = tmp_path / "classifier.pt"
     clf.save(path)
     payload = torch.load(path, weights_only=True)
-    assert payload["format_version"] == 1 and payload["config"] == config.to_dict()
+    assert payload["format_version"] == 2 and payload["config"] == config.to_dict()
     loaded = PrototypeClassifier.load(path)
     assert loaded.config == config and loaded.types == clf.types
     assert loaded.threshold == clf.threshold and loaded.threshold_rule == clf.threshold_rule
+    assert loaded.centre_rule == clf.centre_rule
     gen = torch.Generator().manual_seed(16)
     queries = [make_sample(directions[k % 3], gen) for k in range(6)] + [make_sample(class_directions(1, 99)[0], gen)]
     assert loaded.predict_many(queries) == clf.predict_many(queries)
@@ -203,3 +241,18 @@ def test_macro_f1_averages_per_type_f1_from_the_confusion_matrix():
     np.testing.assert_array_equal(cm, [[1, 1, 0], [0, 2, 0], [1, 0, 0]])
     # type0: P 1/2 R 1/2 -> 0.5; type1: P 2/3 R 1 -> 0.8; type2: 0
     assert macro_f1(cm) == pytest.approx(100 * (0.5 + 0.8 + 0.0) / 3)
+
+
+# ------------------------------------------------------------------------------------------ method choice
+
+
+def test_choice_follows_the_measured_record_for_the_nearest_shot_count(monkeypatch):
+    from classification import selection
+
+    monkeypatch.setattr(selection, "MEASURED", {"prototype": {1: 60.0, 3: 70.0}, "contrastive": {1: 50.0, 3: 80.0}})
+    assert selection.choose_method(1).method == "prototype"
+    assert selection.choose_method(2).method == "prototype"  # nearest measured below: 1
+    assert selection.choose_method(7).method == "contrastive"
+    assert "80.0 %" in selection.choose_method(3).reason
+    with pytest.raises(ValueError):
+        selection.choose_method(0)
