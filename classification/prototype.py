@@ -253,7 +253,7 @@ class PrototypeClassifier:
         )
         self.types, self.centre, self.prototypes = types, centre, protos
         self.threshold, self.threshold_rule, self.centre_rule = threshold, rule, centre_rule
-        log.info("prototypes for %d types (%d examples); unknown below %.3f (%s)", len(types), len(x), threshold, rule)
+        log.debug("prototypes for %d types (%d examples); unknown below %.3f (%s)", len(types), len(x), threshold, rule)
         return self
 
     # -- predict ----------------------------------------------------------------------------------------
@@ -345,3 +345,33 @@ def save_payload(payload: dict[str, Any], path: str | Path | BinaryIO) -> None:
         tmp.replace(path)
     else:
         torch.save(payload, path)
+
+
+class HeldOutPrediction(NamedTuple):
+    true: str
+    best: str  # the most similar type
+    label: str | None  # best, or None when rejected as unknown
+
+
+def leave_one_out_predictions(
+    embeddings: Mapping[str, torch.Tensor],
+    config: PrototypeConfig | None = None,
+    unlabelled: torch.Tensor | None = None,
+) -> list[HeldOutPrediction]:
+    """Each labelled example of a type with >= 2 examples, predicted by a classifier fitted without it.
+
+    How a new classifier version is judged before use: on its own labels, none ever scored by prototypes it
+    helped make. `unlabelled` (the centre's pool) must not contain the labelled examples.
+    """
+    out = []
+    for name in sorted(embeddings):
+        rows = embeddings[name]
+        if len(rows) < 2:
+            continue
+        for i in range(len(rows)):
+            rest = dict(embeddings)
+            rest[name] = torch.cat([rows[:i], rows[i + 1 :]])
+            clf = PrototypeClassifier(config).fit_embeddings(rest, unlabelled=unlabelled)
+            pred = clf.predict_embeddings(rows[i : i + 1])[0]
+            out.append(HeldOutPrediction(name, pred.best, pred.label))
+    return out

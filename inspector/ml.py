@@ -1,7 +1,15 @@
-"""The one adapter between Django rows/files and the `detection` package.
+"""The one adapter between Django rows/files and the `detection` and `classification` packages.
 
 The detector (backbone) is loaded once per process; fitted support sets are cached per support-set id
-(a version is immutable once ready). Nothing else in the app imports torch.
+(a version is immutable once ready), trained classifiers per classifier-version id. Nothing else in the app
+imports torch.
+
+Defect types. Every flagged image (verdict review or defective) gets an embedding at detection time: the
+prototype classifier's pooled, rectified residual (classification/prototype.py), stored with the inspection as
+float16 bytes (3 KiB). Training a classifier version and re-classifying need only these, never the image or the
+backbone again. Which method a product uses follows classification.selection (the measured record); the
+prototype method is the one it picks at every measured number of examples, and the only one this adapter
+trains: the contrastive encoder would need the full residual maps stored per image (6 MiB each).
 """
 
 from __future__ import annotations
@@ -15,17 +23,29 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 from django.conf import settings
 from django.core.files.storage import default_storage
 from PIL import Image
 
+from classification.prototype import (
+    PrototypeClassifier,
+    PrototypeConfig,
+    TypePrediction,
+    leave_one_out_predictions,
+    save_payload,
+)
+from classification.residuals import ResidualSample
+from classification.selection import choose_method
 from detection import Detector, DetectorConfig, FittedSupport, Thresholds
 from detection.images import load_rgb
 
 _lock = threading.Lock()
 _detector: Detector | None = None
 _fitted: OrderedDict[int, FittedSupport] = OrderedDict()
+_classifiers: OrderedDict[int, PrototypeClassifier] = OrderedDict()
 FITTED_CACHE_SIZE = 16
+FLAGGED = ("review", "defective")
 
 
 def get_detector() -> Detector:
@@ -43,6 +63,7 @@ def set_detector(detector: Detector | None) -> None:
     with _lock:
         _detector = detector
         _fitted.clear()
+        _classifiers.clear()
 
 
 @dataclass(frozen=True)
@@ -59,6 +80,7 @@ class InspectResult:
     heatmap_jpeg: bytes
     nearest_position: int
     detect_ms: float
+    embedding: bytes | None  # the classifier's input, for flagged images only
 
 
 def _read(name: str) -> np.ndarray:
@@ -98,10 +120,76 @@ def inspect(image_name: str, *, support_set_id: int, state_name: str) -> Inspect
     fitted = _fitted_for(support_set_id, state_name)
     rgb = _read(image_name)
     start = time.perf_counter()
-    pred = detector.predict(fitted, [rgb])[0]
+    pred = detector.predict(fitted, [rgb], return_features=True)[0]
     detect_ms = (time.perf_counter() - start) * 1e3
     jpeg = render_heatmap(rgb, pred.anomaly_map, fitted.thresholds)
-    return InspectResult(pred.score, pred.verdict, jpeg, pred.nearest_support, detect_ms)
+    embedding = None
+    if pred.verdict in FLAGGED:
+        embedding = embedding_to_bytes(PrototypeClassifier().embed([ResidualSample.from_prediction(pred)])[0])
+    return InspectResult(pred.score, pred.verdict, jpeg, pred.nearest_support, detect_ms, embedding)
+
+
+# ---------------------------------------------------------------------------------------- defect types
+
+
+def embedding_to_bytes(vector: torch.Tensor) -> bytes:
+    return vector.detach().to(torch.float16).cpu().numpy().tobytes()
+
+
+def embedding_from_bytes(data: bytes) -> torch.Tensor:
+    return torch.from_numpy(np.frombuffer(bytes(data), dtype=np.float16).astype(np.float32))
+
+
+def _stack(rows: list[bytes]) -> torch.Tensor:
+    return torch.stack([embedding_from_bytes(r) for r in rows])
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    payload: bytes
+    method: str
+    method_reason: str
+    seconds: float
+    held_out: list  # HeldOutPrediction per labelled example that could be held out
+    types: list[str]
+
+
+def train_classifier(examples: dict[str, list[bytes]], pool: list[bytes]) -> TrainResult:
+    """Fit a classifier version on confirmed examples per type (+ the product's unlabelled flagged images for the
+    centre) and judge it by leave-one-out on those examples."""
+    start = time.perf_counter()
+    fewest = min(len(v) for v in examples.values())
+    choice = choose_method(fewest)
+    if choice.method != "prototype":
+        raise RuntimeError(f"the measured record picks {choice.method!r}, which this app cannot train yet")
+    embedded = {name: _stack(rows) for name, rows in examples.items()}
+    unlabelled = _stack(pool) if pool else None
+    clf = PrototypeClassifier(PrototypeConfig()).fit_embeddings(embedded, unlabelled=unlabelled)
+    held_out = leave_one_out_predictions(embedded, clf.config, unlabelled)
+    buf = io.BytesIO()
+    save_payload(clf.to_payload(), buf)
+    return TrainResult(buf.getvalue(), choice.method, choice.reason, time.perf_counter() - start, held_out, clf.types)
+
+
+def _classifier_for(version_id: int, payload_name: str) -> PrototypeClassifier:
+    with _lock:
+        if version_id in _classifiers:
+            _classifiers.move_to_end(version_id)
+            return _classifiers[version_id]
+    with default_storage.open(payload_name, "rb") as fh:
+        clf = PrototypeClassifier.from_payload(torch.load(io.BytesIO(fh.read()), map_location="cpu", weights_only=True))
+    with _lock:
+        _classifiers[version_id] = clf
+        while len(_classifiers) > FITTED_CACHE_SIZE:
+            _classifiers.popitem(last=False)
+    return clf
+
+
+def classify(embeddings: list[bytes], *, version_id: int, payload_name: str) -> list[TypePrediction]:
+    """Defect-type predictions for stored embeddings, by one classifier version."""
+    if not embeddings:
+        return []
+    return _classifier_for(version_id, payload_name).predict_embeddings(_stack(embeddings))
 
 
 def colour_scale(amap: np.ndarray, thresholds: Thresholds) -> np.ndarray:

@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "inspector.products",
     "inspector.inspections",
+    "inspector.review",
 ]
 
 MIDDLEWARE = [
@@ -148,6 +149,9 @@ CELERY_TASK_ROUTES = {"inspector.products.tasks.support_set_fit_task": {"queue":
 CELERY_TASK_DEFAULT_QUEUE = "celery"
 # The reaper (inspector.inspections.tasks.work_reap_task) rescues work a lost worker left behind.
 INSPECTOR_REQUEUE_AFTER = env_int("INSPECTOR_REQUEUE_AFTER", 1800, minimum=60)
+# Review loop: a new classifier version is trained after this many new confirmed labels of a product.
+INSPECTOR_RETRAIN_EVERY = env_int("INSPECTOR_RETRAIN_EVERY", 10, minimum=1)
+INSPECTOR_REVIEW_LEASE_SECONDS = env_int("INSPECTOR_REVIEW_LEASE_SECONDS", 120, minimum=5)
 CELERY_BEAT_SCHEDULE = {"work-reap": {"task": "inspector.inspections.tasks.work_reap_task", "schedule": 60.0}}
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

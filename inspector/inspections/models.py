@@ -5,7 +5,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 
-from inspector.products.models import Product, SupportImage, SupportSet
+from inspector.products.models import DefectType, Product, SupportImage, SupportSet
 
 
 def _image_path(instance: Inspection, filename: str) -> str:
@@ -76,9 +76,38 @@ class Inspection(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     detect_ms = models.FloatField(null=True, blank=True)  # the detector's own time for this image
 
+    # Defect type. embedding: the classifier's input for flagged images (float16 bytes of the pooled residual
+    # embedding, see inspector/ml.py), kept so training and re-classification need no image or backbone.
+    embedding = models.BinaryField(null=True, blank=True, editable=False)
+    predicted_type = models.ForeignKey(DefectType, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    predicted_unknown = models.BooleanField(default=False)  # the best type was too far: a new kind of defect?
+    predicted_confidence = models.FloatField(null=True, blank=True)
+    predicted_ranking = models.JSONField(null=True, blank=True)  # [[type name, cosine similarity], ...]
+    classifier_version = models.ForeignKey(
+        "review.ClassifierVersion", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    # Review. review_version increments on every decision: an edit based on an older version is refused.
+    reviewed_verdict = models.CharField(max_length=10, choices=Verdict.choices, blank=True, db_index=True)
+    confirmed_type = models.ForeignKey(DefectType, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    review_version = models.PositiveIntegerField(default=0)
+    # A short lease while a reviewer has the image open, so two reviewers never get the same one.
+    lease_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    lease_until = models.DateTimeField(null=True, blank=True)
+
     class Meta:
         ordering = ["batch", "id"]
         indexes = [models.Index(fields=["batch", "status"])]
+
+    @property
+    def is_reviewed(self) -> bool:
+        return bool(self.reviewed_verdict)
 
     def __str__(self) -> str:
         return f"{self.original_name} ({self.status})"

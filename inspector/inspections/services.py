@@ -90,10 +90,13 @@ def inspection_process(*, inspection_id: int) -> None:
             verdict=result.verdict,
             detect_ms=result.detect_ms,
             nearest_support=nearest,
+            embedding=result.embedding,
             status=Inspection.Status.DONE,
             finished_at=timezone.now(),
             error="",
         )
+        if result.embedding is not None:
+            _classify(inspection_id)
     except OperationalError:
         running.update(status=Inspection.Status.QUEUED)  # release the claim; the task retries
         raise
@@ -102,6 +105,19 @@ def inspection_process(*, inspection_id: int) -> None:
         running.update(
             status=Inspection.Status.FAILED, error=f"{type(exc).__name__}: {exc}"[:2000], finished_at=timezone.now()
         )
+
+
+def _classify(inspection_id: int) -> None:
+    """The defect type of a flagged image. A failure here keeps the detection result (the image is done) and
+    leaves the type empty, to be filled by the next re-classification."""
+    from inspector.review.services import classify_new_inspection
+
+    try:
+        classify_new_inspection(inspection_id=inspection_id)
+    except OperationalError:
+        raise
+    except Exception:
+        log.exception("classifying inspection %s failed; it keeps its detection result", inspection_id)
 
 
 def work_reap(*, now=None) -> dict[str, int]:

@@ -93,6 +93,8 @@ class DefectType(models.Model):
     shortcut = models.CharField(max_length=1, blank=True)
     description = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Merged types stay (history refers to them) but are hidden; their images now carry `merged_into`.
+    merged_into = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["product", "name"], name="defect_type_name_unique")]

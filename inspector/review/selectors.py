@@ -1,0 +1,106 @@
+"""Read side of the review loop: the queue in the order a human adds most value, history, versions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db.models import Case, F, IntegerField, Q, QuerySet, Value, When
+from django.utils import timezone
+
+from inspector.inspections.models import Inspection
+from inspector.products.models import Product
+from inspector.review.models import ClassifierVersion, ReviewEvent
+
+LOW_CONFIDENCE = 0.6  # below this the classifier's type is worth a human's look before the confident ones
+FLAGGED = (Inspection.Verdict.REVIEW, Inspection.Verdict.DEFECTIVE)
+
+
+@dataclass(frozen=True)
+class QueueFilters:
+    batch: int | None = None
+    lot: str = ""
+    defect_type: int | None = None  # predicted or confirmed
+    verdict: str = ""  # the machine's verdict; empty = flagged (review + defective)
+    reviewed: str = "no"  # no | yes | all
+
+    @classmethod
+    def from_query(cls, query) -> QueueFilters:
+        def as_int(key: str) -> int | None:
+            value = query.get(key, "")
+            return int(value) if str(value).isdigit() else None
+
+        verdict = query.get("verdict", "")
+        reviewed = query.get("reviewed", "no")
+        return cls(
+            batch=as_int("batch"),
+            lot=query.get("lot", "").strip(),
+            defect_type=as_int("type"),
+            verdict=verdict if verdict in {"good", "review", "defective", "all"} else "",
+            reviewed=reviewed if reviewed in {"no", "yes", "all"} else "no",
+        )
+
+    def as_query(self) -> dict[str, str]:
+        out = {"reviewed": self.reviewed}
+        if self.batch:
+            out["batch"] = str(self.batch)
+        if self.lot:
+            out["lot"] = self.lot
+        if self.defect_type:
+            out["type"] = str(self.defect_type)
+        if self.verdict:
+            out["verdict"] = self.verdict
+        return out
+
+
+def queue(*, product: Product, filters: QueueFilters) -> QuerySet[Inspection]:
+    """Processed images of the product, most useful to review first: verdict "review" and "unknown type", then
+    low classifier confidence (lowest first), then the rest in upload order."""
+    qs = Inspection.objects.filter(batch__product=product, status=Inspection.Status.DONE)
+    if filters.verdict == "all":
+        pass
+    elif filters.verdict:
+        qs = qs.filter(verdict=filters.verdict)
+    else:
+        qs = qs.filter(verdict__in=FLAGGED)
+    if filters.batch:
+        qs = qs.filter(batch_id=filters.batch)
+    if filters.lot:
+        qs = qs.filter(batch__lot=filters.lot)
+    if filters.defect_type:
+        qs = qs.filter(Q(predicted_type_id=filters.defect_type) | Q(confirmed_type_id=filters.defect_type))
+    if filters.reviewed == "no":
+        qs = qs.filter(reviewed_verdict="")
+    elif filters.reviewed == "yes":
+        qs = qs.exclude(reviewed_verdict="")
+    priority = Case(
+        When(Q(verdict=Inspection.Verdict.REVIEW) | Q(predicted_unknown=True), then=Value(0)),
+        When(predicted_confidence__lt=LOW_CONFIDENCE, then=Value(1)),
+        default=Value(2),
+        output_field=IntegerField(),
+    )
+    return (
+        qs.annotate(priority=priority)
+        .select_related("batch", "predicted_type", "confirmed_type", "nearest_support", "reviewed_by")
+        .order_by("priority", F("predicted_confidence").asc(nulls_first=True), "id")
+    )
+
+
+def queue_next(*, product: Product, filters: QueueFilters, user, after: Inspection | None = None) -> QuerySet:
+    """The queue without images another reviewer holds; `after`: only those that come after it in queue order."""
+    now = timezone.now()
+    qs = queue(product=product, filters=filters).exclude(Q(lease_until__gte=now) & ~Q(lease_by=user))
+    return qs
+
+
+def queue_position(*, product: Product, filters: QueueFilters, inspection_id: int) -> tuple[int | None, int]:
+    """(0-based index of the inspection in the queue or None, queue length)."""
+    ids = list(queue(product=product, filters=filters).values_list("id", flat=True)[:20000])
+    return (ids.index(inspection_id) if inspection_id in ids else None), len(ids)
+
+
+def history(*, inspection: Inspection) -> QuerySet[ReviewEvent]:
+    return inspection.events.select_related("user").order_by("id")
+
+
+def classifier_versions(*, product: Product) -> QuerySet[ClassifierVersion]:
+    return product.classifier_versions.order_by("-version")

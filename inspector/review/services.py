@@ -1,0 +1,652 @@
+"""The review loop: decisions with history and version checks, leases, defect types, classifier versions.
+
+Every write that a reviewer makes goes through here; views and API are thin doors over these functions.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import IntegrityError, OperationalError, transaction
+from django.db.models import F, Max, Q
+from django.utils import timezone
+
+from inspector import ml
+from inspector.inspections.models import Inspection
+from inspector.products.models import DefectType, Product, SupportImage, SupportSet
+from inspector.products.services import enqueue_on_commit
+from inspector.review.models import ClassifierVersion, ReviewEvent
+
+log = logging.getLogger(__name__)
+
+PALETTE = ("#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
+VERDICTS = (Inspection.Verdict.GOOD, Inspection.Verdict.DEFECTIVE)
+POOL_LIMIT = 5000  # newest unlabelled flagged images used for the classifier's centre
+
+
+def _fresh(pk: int) -> Inspection:
+    """Re-read an inspection. Not refresh_from_db(): on an ImageField with width/height fields that re-opens the
+    stored image to measure it (a file read per call, and an error if storage is unreachable)."""
+    return Inspection.objects.select_related("confirmed_type", "predicted_type", "reviewed_by", "lease_by").get(pk=pk)
+
+
+class StaleReview(Exception):
+    """The inspection changed since the reviewer loaded it: the edit is refused, nothing is overwritten."""
+
+    def __init__(self, inspection: Inspection) -> None:
+        who = inspection.reviewed_by.get_username() if inspection.reviewed_by else "someone"
+        when = timezone.localtime(inspection.reviewed_at).strftime("%H:%M:%S") if inspection.reviewed_at else "?"
+        super().__init__(
+            f"{inspection.original_name} was changed by {who} at {when} since you opened it: "
+            f"reload to see their decision (nothing was overwritten)"
+        )
+        self.inspection = inspection
+
+
+# ------------------------------------------------------------------------------------------- defect types
+
+
+def _check_shortcut(product: Product, shortcut: str, exclude: int | None = None) -> str:
+    shortcut = (shortcut or "").strip()
+    if not shortcut:
+        return ""
+    if shortcut not in "123456789":
+        raise ValidationError({"shortcut": "a shortcut is one digit 1-9 (G, N, H and the arrows are taken)"})
+    clash = product.defect_types.filter(shortcut=shortcut, merged_into__isnull=True).exclude(pk=exclude)
+    if clash.exists():
+        raise ValidationError({"shortcut": f"key {shortcut} is already {clash.first().name!r}"})
+    return shortcut
+
+
+def defect_type_create(
+    *, product: Product, name: str, colour: str = "", shortcut: str = "", description: str = ""
+) -> DefectType:
+    """A new defect type; without a shortcut it gets the first free key 1..9, without a colour one of a palette."""
+    name = (name or "").strip()
+    if not name:
+        raise ValidationError({"name": "a defect type needs a name"})
+    if len(name) > 100:
+        raise ValidationError({"name": "at most 100 characters"})
+    with transaction.atomic():
+        Product.objects.select_for_update().filter(pk=product.pk).first()  # serialise shortcut assignment
+        live = product.defect_types.filter(merged_into__isnull=True)
+        if shortcut:
+            shortcut = _check_shortcut(product, shortcut)
+        else:
+            used = set(live.values_list("shortcut", flat=True))
+            shortcut = next((k for k in "123456789" if k not in used), "")
+        colour = colour or PALETTE[live.count() % len(PALETTE)]
+        try:
+            with transaction.atomic():
+                return DefectType.objects.create(
+                    product=product, name=name, colour=colour, shortcut=shortcut, description=description
+                )
+        except IntegrityError:
+            raise ValidationError({"name": f"this product already has a defect type named {name!r}"}) from None
+
+
+def defect_type_update(
+    *,
+    defect_type: DefectType,
+    name: str | None = None,
+    colour: str | None = None,
+    shortcut: str | None = None,
+    description: str | None = None,
+) -> DefectType:
+    """Rename or restyle. History keeps the old name (events copy names as they were)."""
+    if defect_type.merged_into_id:
+        raise ValidationError("this type was merged into another one and can no longer be edited")
+    if name is not None:
+        name = name.strip()
+        if not name:
+            raise ValidationError({"name": "a defect type needs a name"})
+        defect_type.name = name
+    if colour is not None:
+        defect_type.colour = colour
+    if shortcut is not None:
+        defect_type.shortcut = _check_shortcut(defect_type.product, shortcut, exclude=defect_type.pk)
+    if description is not None:
+        defect_type.description = description
+    try:
+        with transaction.atomic():
+            defect_type.save()
+    except IntegrityError:
+        raise ValidationError({"name": f"this product already has a defect type named {name!r}"}) from None
+    return defect_type
+
+
+def defect_type_merge(*, source: DefectType, target: DefectType, user) -> int:
+    """Move every image of `source` to `target` (one history event per image); `source` stays, hidden."""
+    if source.product_id != target.product_id or source.pk == target.pk:
+        raise ValidationError("merge two different types of the same product")
+    if source.merged_into_id or target.merged_into_id:
+        raise ValidationError("one of these types was already merged")
+    with transaction.atomic():
+        moved = list(Inspection.objects.select_for_update().filter(confirmed_type=source))
+        ReviewEvent.objects.bulk_create(
+            ReviewEvent(
+                inspection=i,
+                kind=ReviewEvent.Kind.MERGE,
+                user=user,
+                old_verdict=i.reviewed_verdict,
+                new_verdict=i.reviewed_verdict,
+                old_type=source.name,
+                new_type=target.name,
+                new_type_ref=target,
+            )
+            for i in moved
+        )
+        Inspection.objects.filter(confirmed_type=source).update(
+            confirmed_type=target, review_version=F("review_version") + 1
+        )
+        Inspection.objects.filter(predicted_type=source).update(predicted_type=target)
+        source.merged_into = target
+        source.shortcut = ""
+        source.save(update_fields=["merged_into", "shortcut"])
+    return len(moved)
+
+
+def defect_types_live(*, product: Product) -> list[DefectType]:
+    return list(product.defect_types.filter(merged_into__isnull=True).order_by("shortcut", "name"))
+
+
+# ------------------------------------------------------------------------------------------------ leases
+
+
+def lease_take(*, inspection: Inspection, user) -> bool:
+    """Hold the image for `user` for INSPECTOR_REVIEW_LEASE_SECONDS unless another reviewer holds it."""
+    now = timezone.now()
+    until = now + timedelta(seconds=settings.INSPECTOR_REVIEW_LEASE_SECONDS)
+    free = Q(lease_by__isnull=True) | Q(lease_until__lt=now) | Q(lease_by=user)
+    return bool(Inspection.objects.filter(free, pk=inspection.pk).update(lease_by=user, lease_until=until))
+
+
+def lease_release(*, user, inspection_id: int) -> None:
+    Inspection.objects.filter(pk=inspection_id, lease_by=user).update(lease_by=None, lease_until=None)
+
+
+# ---------------------------------------------------------------------------------------------- decisions
+
+
+def _machine(inspection: Inspection) -> dict:
+    return {
+        "machine_verdict": inspection.verdict,
+        "machine_type": ""
+        if inspection.predicted_unknown or not inspection.predicted_type
+        else inspection.predicted_type.name,
+        "machine_version": inspection.classifier_version.version if inspection.classifier_version else None,
+    }
+
+
+def review_decide(
+    *, inspection_id: int, user, verdict: str, defect_type: DefectType | None = None, expected_version: int | None
+) -> Inspection:
+    """Record a reviewer's decision. expected_version: the review_version the reviewer saw (None: API callers
+    that accept overwriting). Raises StaleReview when the image changed since."""
+    if verdict not in VERDICTS:
+        raise ValidationError({"verdict": f"verdict must be one of {[str(v) for v in VERDICTS]}"})
+    if verdict == Inspection.Verdict.GOOD:
+        defect_type = None
+    with transaction.atomic():
+        inspection = (
+            Inspection.objects.select_for_update(of=("self",))
+            .select_related("batch", "confirmed_type", "predicted_type", "classifier_version", "reviewed_by")
+            .get(pk=inspection_id)
+        )
+        if inspection.status != Inspection.Status.DONE:
+            raise ValidationError("only processed images can be reviewed")
+        if defect_type is not None:
+            if defect_type.product_id != inspection.batch.product_id:
+                raise ValidationError({"defect_type": "that type belongs to another product"})
+            if defect_type.merged_into_id:
+                raise ValidationError({"defect_type": f"{defect_type.name!r} was merged into another type"})
+        if expected_version is not None and inspection.review_version != expected_version:
+            raise StaleReview(inspection)
+        ReviewEvent.objects.create(
+            inspection=inspection,
+            kind=ReviewEvent.Kind.REVIEW,
+            user=user,
+            old_verdict=inspection.reviewed_verdict,
+            new_verdict=verdict,
+            old_type=inspection.confirmed_type.name if inspection.confirmed_type else "",
+            new_type=defect_type.name if defect_type else "",
+            new_type_ref=defect_type,
+            **_machine(inspection),
+        )
+        now = timezone.now()
+        Inspection.objects.filter(pk=inspection.pk).update(
+            reviewed_verdict=verdict,
+            confirmed_type=defect_type,
+            reviewed_by=user,
+            reviewed_at=now,
+            review_version=F("review_version") + 1,
+            lease_by=None,
+            lease_until=None,
+        )
+        if defect_type is not None:
+            transaction.on_commit(lambda: classifier_train_if_due(product_id=inspection.batch.product_id))
+    return _fresh(inspection.pk)
+
+
+def review_undo(*, user, product: Product) -> Inspection | None:
+    """Take back `user`'s newest decision on this product that is still in force: the image gets the values it
+    had before (the undo is itself an event). None when there is nothing to undo."""
+    with transaction.atomic():
+        event = (
+            ReviewEvent.objects.select_for_update()
+            .filter(kind=ReviewEvent.Kind.REVIEW, user=user, inspection__batch__product=product)
+            .order_by("-id")
+            .first()
+        )
+        if event is None:
+            return None
+        inspection = Inspection.objects.select_for_update().get(pk=event.inspection_id)
+        # Decisions still in force after this one (undone ones are relabelled UNDO, predictions change nothing).
+        newer = ReviewEvent.objects.filter(
+            inspection=inspection, id__gt=event.id, kind__in=[ReviewEvent.Kind.REVIEW, ReviewEvent.Kind.MERGE]
+        )
+        if newer.exists():
+            raise ValidationError(f"{inspection.original_name} was changed after your decision: undo refused")
+        old_type = DefectType.objects.filter(product=product, name=event.old_type).first() if event.old_type else None
+        previous = (
+            ReviewEvent.objects.filter(inspection=inspection, kind=ReviewEvent.Kind.REVIEW, id__lt=event.id)
+            .order_by("-id")
+            .first()
+        )
+        ReviewEvent.objects.create(
+            inspection=inspection,
+            kind=ReviewEvent.Kind.UNDO,
+            user=user,
+            old_verdict=event.new_verdict,
+            new_verdict=event.old_verdict,
+            old_type=event.new_type,
+            new_type=event.old_type,
+            new_type_ref=old_type,
+        )
+        # The undone decision no longer counts as this user's last one: relabel it so a second undo goes back
+        # one decision further instead of undoing the same one again.
+        ReviewEvent.objects.filter(pk=event.pk).update(kind=ReviewEvent.Kind.UNDO)
+        Inspection.objects.filter(pk=inspection.pk).update(
+            reviewed_verdict=event.old_verdict,
+            confirmed_type=old_type,
+            reviewed_by=previous.user if previous else None,
+            reviewed_at=previous.created_at if previous else None,
+            review_version=F("review_version") + 1,
+            lease_by=user,
+            lease_until=timezone.now() + timedelta(seconds=settings.INSPECTOR_REVIEW_LEASE_SECONDS),
+        )
+    return _fresh(inspection.pk)
+
+
+@dataclass(frozen=True)
+class BulkResult:
+    done: list[int]
+    stale: list[str]  # messages for the images that changed since they were shown
+
+
+def review_bulk(
+    *, user, product: Product, items: list[tuple[int, int | None]], verdict: str, defect_type: DefectType | None
+) -> BulkResult:
+    """The same decision for many images ((id, version shown) pairs); stale ones are skipped and reported."""
+    allowed = set(
+        Inspection.objects.filter(pk__in=[i for i, _ in items], batch__product=product).values_list("pk", flat=True)
+    )
+    done, stale = [], []
+    for pk, version in items:
+        if pk not in allowed:
+            stale.append(f"image {pk} is not an image of this product")
+            continue
+        try:
+            review_decide(
+                inspection_id=pk, user=user, verdict=verdict, defect_type=defect_type, expected_version=version
+            )
+            done.append(pk)
+        except StaleReview as exc:
+            stale.append(str(exc))
+        except ValidationError as exc:
+            stale.append(f"image {pk}: {' '.join(exc.messages)}")
+    return BulkResult(done, stale)
+
+
+# ------------------------------------------------------------------------------------------ classification
+
+
+def classify_inspections(*, version: ClassifierVersion, inspections: list[Inspection]) -> int:
+    """Predict the defect type of flagged images with `version`; each prediction is a history event."""
+    rows = [i for i in inspections if i.embedding]
+    if not rows:
+        return 0
+    preds = ml.classify([bytes(i.embedding) for i in rows], version_id=version.pk, payload_name=version.payload.name)
+    types = {t.name: t for t in DefectType.objects.filter(product_id=version.product_id)}
+    events = []
+    for inspection, pred in zip(rows, preds, strict=True):
+        best = types.get(pred.best)
+        while best is not None and best.merged_into_id:  # a type merged after training
+            best = next((t for t in types.values() if t.pk == best.merged_into_id), None)
+        Inspection.objects.filter(pk=inspection.pk).update(
+            predicted_type=best,
+            predicted_unknown=pred.label is None,
+            predicted_confidence=pred.confidence,
+            predicted_ranking=[[name, round(sim, 4)] for name, sim in pred.ranking],
+            classifier_version=version,
+        )
+        events.append(
+            ReviewEvent(
+                inspection=inspection,
+                kind=ReviewEvent.Kind.PREDICTION,
+                new_verdict=inspection.verdict,
+                new_type="" if pred.label is None else (best.name if best else pred.best),
+                new_type_ref=None if pred.label is None else best,
+                confidence=pred.confidence,
+                classifier_version=version.version,
+            )
+        )
+    ReviewEvent.objects.bulk_create(events)
+    return len(rows)
+
+
+def classifier_active(*, product_id: int) -> ClassifierVersion | None:
+    return ClassifierVersion.objects.filter(product_id=product_id, is_active=True).first()
+
+
+def classify_new_inspection(*, inspection_id: int) -> None:
+    """Pipeline step after detection: a flagged image gets the active classifier's prediction, if any."""
+    inspection = Inspection.objects.select_related("batch").get(pk=inspection_id)
+    version = classifier_active(product_id=inspection.batch.product_id)
+    if version is not None and inspection.embedding:
+        classify_inspections(version=version, inspections=[inspection])
+
+
+def confirmed_examples(*, product: Product) -> tuple[dict[str, list[bytes]], dict[str, list[int]], list[bytes]]:
+    """({type: embeddings of its confirmed images}, {type: their inspection ids}, the unlabelled flagged pool)."""
+    labelled = (
+        Inspection.objects.filter(
+            batch__product=product,
+            reviewed_verdict=Inspection.Verdict.DEFECTIVE,
+            confirmed_type__isnull=False,
+            confirmed_type__merged_into__isnull=True,
+            embedding__isnull=False,
+        )
+        .select_related("confirmed_type")
+        .order_by("id")
+    )
+    examples: dict[str, list[bytes]] = defaultdict(list)
+    ids: dict[str, list[int]] = defaultdict(list)
+    for i in labelled:
+        examples[i.confirmed_type.name].append(bytes(i.embedding))
+        ids[i.confirmed_type.name].append(i.pk)
+    pool = (
+        Inspection.objects.filter(batch__product=product, embedding__isnull=False, reviewed_verdict="")
+        .order_by("-id")
+        .values_list("embedding", flat=True)[:POOL_LIMIT]
+    )
+    return dict(examples), dict(ids), [bytes(e) for e in pool]
+
+
+def _held_out_ids(ids: dict[str, list[int]]) -> list[int]:
+    """Inspection ids in the order of classification.prototype.leave_one_out_predictions' output."""
+    return [i for name in sorted(ids) if len(ids[name]) >= 2 for i in ids[name]]
+
+
+def classifier_train_request(*, product: Product, user=None, trigger: str = "manual") -> ClassifierVersion:
+    """Queue a new classifier version (or return the one already queued/training)."""
+    from inspector.review.tasks import classifier_train_task
+
+    with transaction.atomic():
+        Product.objects.select_for_update().filter(pk=product.pk).first()
+        busy = product.classifier_versions.filter(
+            status__in=[ClassifierVersion.Status.QUEUED, ClassifierVersion.Status.TRAINING]
+        ).first()
+        if busy is not None:
+            return busy
+        examples, _, _ = confirmed_examples(product=product)
+        if not examples:
+            raise ValidationError("no confirmed defect types yet: review some flagged images first")
+        version = (product.classifier_versions.aggregate(v=Max("version"))["v"] or 0) + 1
+        cv = ClassifierVersion.objects.create(product=product, version=version, created_by=user, trigger=trigger)
+        enqueue_on_commit(classifier_train_task, [cv.pk])
+    return cv
+
+
+def confirmations_since_last_version(*, product_id: int) -> int:
+    last = ClassifierVersion.objects.filter(product_id=product_id).order_by("-version").first()
+    qs = Inspection.objects.filter(batch__product_id=product_id, confirmed_type__isnull=False)
+    if last is not None:
+        qs = qs.filter(reviewed_at__gt=last.created_at)
+    return qs.count()
+
+
+def classifier_train_if_due(*, product_id: int) -> ClassifierVersion | None:
+    """Train automatically once the product has INSPECTOR_RETRAIN_EVERY new confirmed labels."""
+    if confirmations_since_last_version(product_id=product_id) < settings.INSPECTOR_RETRAIN_EVERY:
+        return None
+    try:
+        return classifier_train_request(product=Product.objects.get(pk=product_id), trigger="confirmations")
+    except ValidationError:
+        return None
+
+
+def _accuracy(pairs: list[tuple[str, str]]) -> float | None:
+    return round(100.0 * sum(t == p for t, p in pairs) / len(pairs), 2) if pairs else None
+
+
+def _version_metrics(result: ml.TrainResult, ids: dict[str, list[int]], pool_size: int) -> dict:
+    types = result.types
+    index = {t: k for k, t in enumerate(types)}
+    confusion = [[0] * len(types) for _ in types]
+    per_type: dict[str, list[int]] = {t: [0, 0] for t in types}
+    for h in result.held_out:
+        confusion[index[h.true]][index[h.best]] += 1
+        per_type[h.true][0] += h.best == h.true
+        per_type[h.true][1] += 1
+    n = len(result.held_out)
+    return {
+        "types": types,
+        "n_labels": sum(len(v) for v in ids.values()),
+        "examples_per_type": {t: len(v) for t, v in ids.items()},
+        "label_ids": sorted(i for v in ids.values() for i in v),
+        "pool_size": pool_size,
+        "loo_n": n,
+        "loo_accuracy": _accuracy([(h.true, h.best) for h in result.held_out]),
+        "loo_unknown_rate": round(100.0 * sum(h.label is None for h in result.held_out) / n, 2) if n else None,
+        "per_type": {t: (round(100.0 * c / k, 2) if k else None) for t, (c, k) in per_type.items()},
+        "confusion": confusion,
+    }
+
+
+def _compare(
+    result: ml.TrainResult, ids: dict[str, list[int]], active: ClassifierVersion | None, metrics: dict
+) -> tuple[bool, str]:
+    """(promote?, why). Compared on the labels the active version never saw and the new one can hold out: the
+    new version scored leave-one-out, the active one directly; both out of sample, on the same images."""
+    if active is None:
+        return True, "first classifier of this product"
+    seen = set((active.metrics or {}).get("label_ids", []))
+    held_ids = _held_out_ids(ids)
+    new = {i: h for i, h in zip(held_ids, result.held_out, strict=True) if i not in seen}
+    if not new:
+        return True, f"no new label to compare with v{active.version} on: promoted as not worse"
+    rows = list(Inspection.objects.filter(pk__in=list(new)).select_related("confirmed_type").order_by("id"))
+    preds = ml.classify([bytes(r.embedding) for r in rows], version_id=active.pk, payload_name=active.payload.name)
+    active_acc = _accuracy([(r.confirmed_type.name, p.best) for r, p in zip(rows, preds, strict=True)])
+    new_acc = _accuracy([(h.true, h.best) for h in new.values()])
+    metrics["compared"] = {"n": len(new), "new": new_acc, "active": active_acc, "active_version": active.version}
+    verdict = f"v{active.version} on {len(new)} labels it never saw: {new_acc} % vs {active_acc} %"
+    if new_acc >= active_acc:
+        return True, "not worse than " + verdict
+    return False, "worse than " + verdict + "; waits for a lead"
+
+
+def _activate(cv: ClassifierVersion, *, decision: str = ClassifierVersion.Decision.PROMOTED) -> None:
+    """Make `cv` the product's classifier (inside the caller's transaction) and re-classify on commit."""
+    from inspector.review.tasks import reclassify_task
+
+    current = ClassifierVersion.objects.select_for_update().filter(product_id=cv.product_id, is_active=True)
+    current.exclude(pk=cv.pk).update(is_active=False)
+    ClassifierVersion.objects.filter(pk=cv.pk).update(is_active=True, decision=decision, activated_at=timezone.now())
+    enqueue_on_commit(reclassify_task, [cv.pk])
+
+
+def classifier_train(*, version_id: int) -> None:
+    """Task body: fit, judge by leave-one-out, compare with the active version on the same labels, then promote
+    automatically only if not worse; otherwise hold for a lead."""
+    claimed = ClassifierVersion.objects.filter(pk=version_id, status=ClassifierVersion.Status.QUEUED).update(
+        status=ClassifierVersion.Status.TRAINING, started_at=timezone.now(), progress=10
+    )
+    if not claimed:
+        return
+    cv = ClassifierVersion.objects.select_related("product").get(pk=version_id)
+    try:
+        examples, ids, pool = confirmed_examples(product=cv.product)
+        if not examples:
+            raise ValueError("no confirmed defect types to train on")
+        ClassifierVersion.objects.filter(pk=cv.pk).update(progress=30)
+        result = ml.train_classifier(examples, pool)
+        ClassifierVersion.objects.filter(pk=cv.pk).update(progress=80)
+        name = default_storage.save(
+            f"classifiers/{cv.product_id}/v{cv.version}-{uuid.uuid4().hex}.pt", ContentFile(result.payload)
+        )
+        metrics = _version_metrics(result, ids, len(pool))
+        promote, reason = _compare(result, ids, classifier_active(product_id=cv.product_id), metrics)
+        with transaction.atomic():
+            ClassifierVersion.objects.filter(pk=cv.pk).update(
+                payload=name,
+                metrics=metrics,
+                method=result.method,
+                method_reason=result.method_reason[:300],
+                train_seconds=result.seconds,
+                trained_at=timezone.now(),
+                status=ClassifierVersion.Status.READY,
+                decision=ClassifierVersion.Decision.HELD,
+                decision_reason=reason[:500],
+                progress=100,
+            )
+            if promote:
+                _activate(cv)
+    except OperationalError:
+        ClassifierVersion.objects.filter(pk=cv.pk, status=ClassifierVersion.Status.TRAINING).update(
+            status=ClassifierVersion.Status.QUEUED, progress=0
+        )
+        raise
+    except Exception as exc:
+        log.exception("training classifier version %s failed", version_id)
+        ClassifierVersion.objects.filter(pk=cv.pk).update(
+            status=ClassifierVersion.Status.FAILED, error=f"{type(exc).__name__}: {exc}"[:2000], progress=100
+        )
+
+
+def classifier_promote(*, version: ClassifierVersion, user) -> None:
+    """A lead puts a ready version in use (a held one, or an earlier one: that is the one-click rollback)."""
+    if version.status != ClassifierVersion.Status.READY:
+        raise ValidationError(f"version {version.version} is {version.status}, not ready")
+    with transaction.atomic():
+        previous = ClassifierVersion.objects.filter(product_id=version.product_id, is_active=True).first()
+        rolling_back = previous is not None and previous.version > version.version
+        if previous is not None and previous.pk != version.pk:
+            ClassifierVersion.objects.filter(pk=previous.pk).update(
+                decision=ClassifierVersion.Decision.ROLLED_BACK if rolling_back else previous.decision
+            )
+        who = user.get_username() if user else "system"
+        ClassifierVersion.objects.filter(pk=version.pk).update(
+            decision_reason=f"{'rolled back to' if rolling_back else 'promoted'} by {who}"
+        )
+        _activate(version)
+
+
+def classifier_rollback(*, product: Product, user) -> ClassifierVersion:
+    """Back to the newest ready version older than the active one."""
+    active = classifier_active(product_id=product.pk)
+    if active is None:
+        raise ValidationError("no classifier is active")
+    earlier = (
+        product.classifier_versions.filter(status=ClassifierVersion.Status.READY, version__lt=active.version)
+        .exclude(payload="")
+        .order_by("-version")
+        .first()
+    )
+    if earlier is None:
+        raise ValidationError(f"v{active.version} is the first version: nothing to roll back to")
+    classifier_promote(version=earlier, user=user)
+    return earlier
+
+
+def classifier_reject(*, version: ClassifierVersion, user) -> None:
+    if version.is_active:
+        raise ValidationError("the active version cannot be rejected: promote or roll back to another first")
+    ClassifierVersion.objects.filter(pk=version.pk).update(
+        decision=ClassifierVersion.Decision.REJECTED, decision_reason=f"rejected by {user.get_username()}"
+    )
+
+
+RECLASSIFY_CHUNK = 500
+
+
+def reclassify(*, version_id: int) -> int:
+    """After a promotion: every unreviewed flagged image of the product gets the new version's prediction (the
+    old one stays in its history). Stops if another version became active meanwhile."""
+    cv = ClassifierVersion.objects.get(pk=version_id)
+    done = 0
+    last_id = 0
+    while True:
+        if not ClassifierVersion.objects.filter(pk=cv.pk, is_active=True).exists():
+            break
+        chunk = list(
+            Inspection.objects.filter(
+                batch__product_id=cv.product_id, embedding__isnull=False, reviewed_verdict="", id__gt=last_id
+            ).order_by("id")[:RECLASSIFY_CHUNK]
+        )
+        if not chunk:
+            break
+        done += classify_inspections(version=cv, inspections=chunk)
+        last_id = chunk[-1].pk
+    return done
+
+
+# ----------------------------------------------------------------------------------- false alarms to support
+
+
+def false_alarms_to_support(*, product: Product, user) -> SupportSet:
+    """A new support-set version: the active one's good images plus every confirmed false alarm (judged
+    review/defective, confirmed good) not already in it. Fitting re-calibrates the thresholds; no training."""
+    from inspector.products.selectors import support_set_active
+    from inspector.products.tasks import support_set_fit_task
+
+    active = support_set_active(product=product)
+    if active is None:
+        raise ValidationError("this product has no ready support set")
+    current = list(active.images.order_by("position"))
+    have = {img.checksum for img in current}
+    alarms = [
+        i
+        for i in Inspection.objects.filter(
+            batch__product=product,
+            reviewed_verdict=Inspection.Verdict.GOOD,
+            verdict__in=[Inspection.Verdict.REVIEW, Inspection.Verdict.DEFECTIVE],
+        ).order_by("id")
+        if i.checksum not in have
+    ]
+    if not alarms:
+        raise ValidationError("no confirmed false alarm that is not already a good image")
+    with transaction.atomic():
+        Product.objects.select_for_update().filter(pk=product.pk).first()
+        version = (product.support_sets.aggregate(v=Max("version"))["v"] or 0) + 1
+        support_set = SupportSet.objects.create(
+            product=product, version=version, method=settings.INSPECTOR_DETECTOR_METHOD, created_by=user
+        )
+        # Files are shared with the originals (never deleted by the app), so no copy is needed.
+        sources = [(img.image.name, img.original_name, img.checksum, img.width, img.height) for img in current]
+        sources += [(i.image.name, i.original_name, i.checksum, i.width, i.height) for i in alarms]
+        SupportImage.objects.bulk_create(
+            SupportImage(support_set=support_set, position=p, image=n, original_name=o, checksum=c, width=w, height=h)
+            for p, (n, o, c, w, h) in enumerate(sources)
+        )
+        enqueue_on_commit(support_set_fit_task, [support_set.pk])
+    return support_set
