@@ -6,9 +6,13 @@ from rest_framework.test import APIClient
 from detection import Detector, DetectorConfig
 from inspector import ml
 from inspector.celery import app as celery_app
+from inspector.inspections.models import Batch
+from inspector.products.models import SupportSet
+from inspector.review import services as review_services
 from tests.detection.helpers import random_resnet
 
-from .factories import TeamFactory, UserFactory
+from . import review_data
+from .factories import ProductFactory, TeamFactory, UserFactory
 
 
 @pytest.fixture(scope="session")
@@ -51,3 +55,38 @@ def api(owner) -> APIClient:
     client = APIClient()
     client.force_authenticate(owner)
     return client
+
+
+# ------------------------------------------------------------------------------- review loop (see review_data.py)
+
+
+@pytest.fixture
+def product(team):
+    return ProductFactory(team=team)
+
+
+@pytest.fixture
+def batch(product, owner):
+    support_set = SupportSet.objects.create(product=product, version=1, method="fastrecon", status="ready")
+    return Batch.objects.create(product=product, support_set=support_set, uploaded_by=owner, lot="L1", total=0)
+
+
+@pytest.fixture
+def types(product):
+    return {name: review_services.defect_type_create(product=product, name=name) for name in review_data.TYPES}
+
+
+@pytest.fixture
+def labelled(batch, types, owner, settings):
+    """2 confirmed examples per type (6 decisions) and 12 unreviewed flagged images (4 per type)."""
+    settings.INSPECTOR_RETRAIN_EVERY = 1000  # no automatic training here unless a test asks
+    rows = {}
+    for k, name in enumerate(review_data.TYPES):
+        for j in range(2):
+            i = review_data.flagged(batch, k, seed=10 * k + j)
+            review_services.review_decide(
+                inspection_id=i.pk, user=owner, verdict="defective", defect_type=types[name], expected_version=0
+            )
+            rows.setdefault(name, []).append(i)
+    queries = [review_data.flagged(batch, k, seed=1000 + 10 * k + j) for k in range(3) for j in range(4)]
+    return rows, queries

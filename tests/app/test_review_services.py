@@ -10,85 +10,17 @@ from __future__ import annotations
 import threading
 
 import pytest
-import torch
-import torch.nn.functional as F
 from django.core.exceptions import ValidationError
 from django.db import connection
 
-from inspector import ml
 from inspector.inspections import services as inspection_services
-from inspector.inspections.models import Batch, Inspection
+from inspector.inspections.models import Inspection
 from inspector.products import services as product_services
-from inspector.products.models import SupportSet
 from inspector.review import selectors, services
 from inspector.review.models import ClassifierVersion, ReviewEvent
 
 from .factories import ProductFactory, UserFactory, png_bytes, upload
-
-D = 24
-TYPES = ("crack", "scratch", "stain")
-
-
-def direction(k: int) -> torch.Tensor:
-    return F.normalize(torch.randn(D, generator=torch.Generator().manual_seed(100 + k)), dim=0)
-
-
-def embedding(k: int, seed: int, noise: float = 0.15) -> bytes:
-    v = direction(k) + noise * torch.randn(D, generator=torch.Generator().manual_seed(seed))
-    return ml.embedding_to_bytes(F.normalize(v, dim=0))
-
-
-@pytest.fixture
-def product(team):
-    return ProductFactory(team=team)
-
-
-@pytest.fixture
-def batch(product, owner):
-    support_set = SupportSet.objects.create(product=product, version=1, method="fastrecon", status="ready")
-    return Batch.objects.create(product=product, support_set=support_set, uploaded_by=owner, lot="L1", total=0)
-
-
-def fresh(row):
-    return type(row).objects.get(pk=row.pk)
-
-
-def flagged(batch, k: int, seed: int, *, verdict: str = "defective") -> Inspection:
-    """A processed flagged image whose embedding lies near type k's direction (k = -1: no embedding)."""
-    return Inspection.objects.create(
-        batch=batch,
-        support_set=batch.support_set,
-        image=f"inspections/{seed}.png",
-        original_name=f"img{seed}.png",
-        checksum=f"{seed:064x}",
-        width=64,
-        height=64,
-        status="done",
-        verdict=verdict,
-        score=1.0,
-        embedding=embedding(k, seed) if k >= 0 else None,
-    )
-
-
-@pytest.fixture
-def types(product):
-    return {name: services.defect_type_create(product=product, name=name) for name in TYPES}
-
-
-@pytest.fixture
-def labelled(batch, types, owner, settings):
-    """2 confirmed examples per type (6 decisions) and 12 unreviewed flagged images (4 per type)."""
-    settings.INSPECTOR_RETRAIN_EVERY = 1000  # no automatic training here unless a test asks
-    rows = {}
-    for k, name in enumerate(TYPES):
-        for j in range(2):
-            i = flagged(batch, k, seed=10 * k + j)
-            services.review_decide(
-                inspection_id=i.pk, user=owner, verdict="defective", defect_type=types[name], expected_version=0
-            )
-            rows.setdefault(name, []).append(i)
-    queries = [flagged(batch, k, seed=1000 + 10 * k + j) for k in range(3) for j in range(4)]
-    return rows, queries
+from .review_data import TYPES, flagged, fresh
 
 
 def train(product, owner, django_capture_on_commit_callbacks) -> ClassifierVersion:
