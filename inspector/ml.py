@@ -4,7 +4,7 @@ The detector (backbone) is loaded once per process; fitted support sets are cach
 (a version is immutable once ready), trained classifiers per classifier-version id. Nothing else in the app
 imports torch.
 
-Defect types. Every flagged image (verdict review or defective) gets an embedding at detection time: the
+Defect types. Every image gets an embedding at detection time (flagged ones are classified with it): the
 prototype classifier's pooled, rectified residual (classification/prototype.py), stored with the inspection as
 float16 bytes (3 KiB). Training a classifier version and re-classifying need only these, never the image or the
 backbone again. Which method a product uses follows classification.selection (the measured record); the
@@ -80,7 +80,7 @@ class InspectResult:
     heatmap_jpeg: bytes
     nearest_position: int
     detect_ms: float
-    embedding: bytes | None  # the classifier's input, for flagged images only
+    embedding: bytes  # the classifier's input (classified only when the image is flagged)
 
 
 def _read(name: str) -> np.ndarray:
@@ -123,9 +123,8 @@ def inspect(image_name: str, *, support_set_id: int, state_name: str) -> Inspect
     pred = detector.predict(fitted, [rgb], return_features=True)[0]
     detect_ms = (time.perf_counter() - start) * 1e3
     jpeg = render_heatmap(rgb, pred.anomaly_map, fitted.thresholds)
-    embedding = None
-    if pred.verdict in FLAGGED:
-        embedding = embedding_to_bytes(PrototypeClassifier().embed([ResidualSample.from_prediction(pred)])[0])
+    # Every image, not only flagged ones: a reviewer may mark a missed defect, and it must be usable for training.
+    embedding = embedding_to_bytes(PrototypeClassifier().embed([ResidualSample.from_prediction(pred)])[0])
     return InspectResult(pred.score, pred.verdict, jpeg, pred.nearest_support, detect_ms, embedding)
 
 

@@ -76,7 +76,7 @@ class Inspection(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     detect_ms = models.FloatField(null=True, blank=True)  # the detector's own time for this image
 
-    # Defect type. embedding: the classifier's input for flagged images (float16 bytes of the pooled residual
+    # Defect type. embedding: the classifier's input, for every processed image (float16 bytes of the pooled residual
     # embedding, see inspector/ml.py), kept so training and re-classification need no image or backbone.
     embedding = models.BinaryField(null=True, blank=True, editable=False)
     predicted_type = models.ForeignKey(DefectType, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")

@@ -95,7 +95,7 @@ def inspection_process(*, inspection_id: int) -> None:
             finished_at=timezone.now(),
             error="",
         )
-        if result.embedding is not None:
+        if result.verdict in (Inspection.Verdict.REVIEW, Inspection.Verdict.DEFECTIVE):
             _classify(inspection_id)
     except OperationalError:
         running.update(status=Inspection.Status.QUEUED)  # release the claim; the task retries

@@ -84,6 +84,8 @@ class ReviewEvent(models.Model):
     new_verdict = models.CharField(max_length=10, blank=True)
     old_type = models.CharField(max_length=100, blank=True)
     new_type = models.CharField(max_length=100, blank=True)
+    # The types themselves, so an undo restores the right one after a rename or merge (names are for history).
+    old_type_ref = models.ForeignKey(DefectType, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     new_type_ref = models.ForeignKey(DefectType, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     confidence = models.FloatField(null=True, blank=True)  # predictions
     classifier_version = models.PositiveIntegerField(null=True, blank=True)  # predictions

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 PALETTE = ("#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 VERDICTS = (Inspection.Verdict.GOOD, Inspection.Verdict.DEFECTIVE)
+FLAGGED = (Inspection.Verdict.REVIEW, Inspection.Verdict.DEFECTIVE)
 POOL_LIMIT = 5000  # newest unlabelled flagged images used for the classifier's centre
 
 
@@ -139,6 +140,7 @@ def defect_type_merge(*, source: DefectType, target: DefectType, user) -> int:
                 old_verdict=i.reviewed_verdict,
                 new_verdict=i.reviewed_verdict,
                 old_type=source.name,
+                old_type_ref=source,
                 new_type=target.name,
                 new_type_ref=target,
             )
@@ -217,6 +219,7 @@ def review_decide(
             old_verdict=inspection.reviewed_verdict,
             new_verdict=verdict,
             old_type=inspection.confirmed_type.name if inspection.confirmed_type else "",
+            old_type_ref=inspection.confirmed_type,
             new_type=defect_type.name if defect_type else "",
             new_type_ref=defect_type,
             **_machine(inspection),
@@ -234,6 +237,15 @@ def review_decide(
         if defect_type is not None:
             transaction.on_commit(lambda: classifier_train_if_due(product_id=inspection.batch.product_id))
     return _fresh(inspection.pk)
+
+
+def _live(defect_type: DefectType | None) -> DefectType | None:
+    """The type, or the one it was merged into (following a chain of merges)."""
+    seen = set()
+    while defect_type is not None and defect_type.merged_into_id and defect_type.pk not in seen:
+        seen.add(defect_type.pk)
+        defect_type = defect_type.merged_into
+    return defect_type
 
 
 def review_undo(*, user, product: Product) -> Inspection | None:
@@ -255,7 +267,7 @@ def review_undo(*, user, product: Product) -> Inspection | None:
         )
         if newer.exists():
             raise ValidationError(f"{inspection.original_name} was changed after your decision: undo refused")
-        old_type = DefectType.objects.filter(product=product, name=event.old_type).first() if event.old_type else None
+        old_type = _live(event.old_type_ref)
         previous = (
             ReviewEvent.objects.filter(inspection=inspection, kind=ReviewEvent.Kind.REVIEW, id__lt=event.id)
             .order_by("-id")
@@ -268,7 +280,8 @@ def review_undo(*, user, product: Product) -> Inspection | None:
             old_verdict=event.new_verdict,
             new_verdict=event.old_verdict,
             old_type=event.new_type,
-            new_type=event.old_type,
+            new_type=old_type.name if old_type else "",
+            old_type_ref=event.new_type_ref,
             new_type_ref=old_type,
         )
         # The undone decision no longer counts as this user's last one: relabel it so a second undo goes back
@@ -384,7 +397,9 @@ def confirmed_examples(*, product: Product) -> tuple[dict[str, list[bytes]], dic
         examples[i.confirmed_type.name].append(bytes(i.embedding))
         ids[i.confirmed_type.name].append(i.pk)
     pool = (
-        Inspection.objects.filter(batch__product=product, embedding__isnull=False, reviewed_verdict="")
+        Inspection.objects.filter(
+            batch__product=product, embedding__isnull=False, reviewed_verdict="", verdict__in=FLAGGED
+        )
         .order_by("-id")
         .values_list("embedding", flat=True)[:POOL_LIMIT]
     )
@@ -600,7 +615,11 @@ def reclassify(*, version_id: int) -> int:
             break
         chunk = list(
             Inspection.objects.filter(
-                batch__product_id=cv.product_id, embedding__isnull=False, reviewed_verdict="", id__gt=last_id
+                batch__product_id=cv.product_id,
+                embedding__isnull=False,
+                reviewed_verdict="",
+                verdict__in=FLAGGED,
+                id__gt=last_id,
             ).order_by("id")[:RECLASSIFY_CHUNK]
         )
         if not chunk:

@@ -326,7 +326,7 @@ def test_a_failed_training_is_shown_as_failed_with_the_reason(
 def test_pipeline_stores_an_embedding_for_flagged_images_and_classifies_them(
     owner, team, django_capture_on_commit_callbacks
 ):
-    """Real small detector: flagged images carry an embedding; with an active classifier they get a type."""
+    """Real small detector: every image carries an embedding; with an active classifier flagged ones get a type."""
     product = ProductFactory(team=team)
     with django_capture_on_commit_callbacks(execute=True):
         product_services.support_set_create(
@@ -338,8 +338,8 @@ def test_pipeline_stores_an_embedding_for_flagged_images_and_classifies_them(
         batch = inspection_services.batch_create(product=product, user=owner, files=files)
     done = list(batch.inspections.order_by("id"))
     assert all(i.status == "done" for i in done)
-    assert all((i.embedding is not None) == (i.verdict in ("review", "defective")) for i in done)
-    flagged_rows = [i for i in done if i.embedding is not None]
+    assert all(i.embedding is not None for i in done)  # also good ones: a reviewer may mark a missed defect
+    flagged_rows = [i for i in done if i.verdict in ("review", "defective")]
     assert flagged_rows, [i.verdict for i in done]
     crack = services.defect_type_create(product=product, name="crack")
     services.review_decide(
@@ -379,3 +379,24 @@ def test_confirmed_false_alarms_become_good_images_of_a_new_support_set(
     assert names == ["g0.png", "g1.png", "g2.png", "a.png"]
     with pytest.raises(ValidationError, match="no confirmed false alarm"):
         services.false_alarms_to_support(product=product, user=owner)
+
+
+def test_undo_after_a_rename_or_a_merge_restores_the_type_itself(batch, types, owner):
+    """Undo follows the type, not its old name: renamed, it is the same type; merged, it is the merge target."""
+    renamed, merged = flagged(batch, 0, seed=1), flagged(batch, 0, seed=2)
+    for i, first, second in ((renamed, "crack", "scratch"), (merged, "stain", "scratch")):
+        services.review_decide(
+            inspection_id=i.pk, user=owner, verdict="defective", defect_type=types[first], expected_version=0
+        )
+        services.review_decide(
+            inspection_id=i.pk, user=owner, verdict="defective", defect_type=types[second], expected_version=1
+        )
+    services.defect_type_update(defect_type=types["crack"], name="fissure")
+    services.defect_type_merge(source=types["stain"], target=types["crack"], user=owner)  # stain -> fissure
+    undone = services.review_undo(user=owner, product=batch.product)
+    assert undone.pk == merged.pk and undone.confirmed_type == types["crack"]
+    undone = services.review_undo(user=owner, product=batch.product)  # merged's first decision: back to nothing
+    assert undone.pk == merged.pk and undone.confirmed_type is None and undone.reviewed_verdict == ""
+    undone = services.review_undo(user=owner, product=batch.product)
+    assert undone.pk == renamed.pk and undone.confirmed_type == types["crack"]
+    assert undone.confirmed_type.name == "fissure"
