@@ -1,0 +1,198 @@
+"""Statistics API and CSV exports: thin doors over inspector.review.stats (the dashboard's own figures).
+
+`?format=` is DRF's URL_FORMAT_OVERRIDE: DRF would pick a renderer by it, and answer 404 for a format no
+renderer has. The summary view handles it deliberately: a negotiation class that reads only `format` (json,
+the default, or csv; anything else is a 400 that says so) and two renderers. The per-image exports always
+stream CSV and ignore `format` and Accept. Errors are always JSON.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Iterator
+
+from django.core.exceptions import ValidationError
+from django.http import StreamingHttpResponse
+from django.utils.text import slugify
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.exceptions import ValidationError as ApiValidationError
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from inspector.inspections import selectors as inspection_selectors
+from inspector.products import selectors as product_selectors
+from inspector.products.models import Product
+from inspector.review import stats
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> object:
+    """Neutralise spreadsheet formula injection: text starting with = + - @ (or tab/CR) gets a leading '.
+    Numbers are written as numbers."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+def csv_lines(header: Iterable[str], rows: Iterable[Iterable]) -> Iterator[str]:
+    writer = csv.writer(_Echo())
+    yield writer.writerow(list(header))
+    for row in rows:
+        yield writer.writerow([csv_cell(v) for v in row])
+
+
+def _disposition(filename: str) -> str:
+    return f'attachment; filename="{filename}"'
+
+
+def _range_name(filters: stats.StatsFilters) -> str:
+    if filters.batch_id:
+        return f"batch-{filters.batch_id}"
+    return f"{filters.date_from or 'start'}_{filters.date_to or 'now'}"
+
+
+def _product_name(product: Product) -> str:
+    return slugify(product.name) or f"product-{product.pk}"
+
+
+def _filters(request: Request, product: Product) -> stats.StatsFilters:
+    try:
+        filters = stats.filters_from_query(request.query_params)
+        stats.check_batch(product=product, filters=filters)
+    except ValidationError as exc:
+        raise ApiValidationError(exc.message_dict) from None
+    return filters
+
+
+class SummaryCsvRenderer(BaseRenderer):
+    """The per-type summary (stats.SUMMARY_COLUMNS) of a stats dict as CSV."""
+
+    media_type = "text/csv"
+    format = "csv"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None) -> str:
+        rows = ([row[c] for c in stats.SUMMARY_COLUMNS] for row in data["types"])
+        return "".join(csv_lines(stats.SUMMARY_COLUMNS, rows))
+
+
+class FormatParameterNegotiation(BaseContentNegotiation):
+    """The renderer named by `?format=` (default: the first); Accept is not consulted, so a link always gives
+    what it says. An unknown format is a 400 with the formats on offer."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        wanted = (request.query_params.get("format") or renderers[0].format).strip()
+        for renderer in renderers:
+            if renderer.format == wanted:
+                return renderer, renderer.media_type
+        offered = " or ".join(r.format for r in renderers)
+        raise ApiValidationError({"format": [f"format must be {offered}"]})
+
+
+class _JsonErrorsMixin:
+    def finalize_response(self, request, response, *args, **kwargs):
+        if isinstance(response, Response) and response.status_code >= 400:  # errors: JSON whatever was asked
+            request.accepted_renderer = JSONRenderer()
+            request.accepted_media_type = JSONRenderer.media_type
+        return super().finalize_response(request, response, *args, **kwargs)
+
+
+_FILTER_PARAMS = [
+    OpenApiParameter("from", OpenApiTypes.DATE, description="first day, inclusive (server time zone)"),
+    OpenApiParameter("to", OpenApiTypes.DATE, description="last day, inclusive (server time zone)"),
+]
+
+
+class ProductStatsApi(_JsonErrorsMixin, APIView):
+    """The dashboard's figures: JSON (everything) or CSV (the per-type summary)."""
+
+    renderer_classes = [JSONRenderer, SummaryCsvRenderer]
+    content_negotiation_class = FormatParameterNegotiation
+
+    @extend_schema(
+        operation_id="product_stats",
+        parameters=[
+            OpenApiParameter("format", str, enum=["json", "csv"], description="json (default) or csv"),
+            *_FILTER_PARAMS,
+            OpenApiParameter("bucket", str, enum=list(stats.BUCKETS)),
+            OpenApiParameter("batch", int, description="only this batch of the product"),
+        ],
+        responses={(200, "application/json"): OpenApiTypes.OBJECT, (200, "text/csv"): OpenApiTypes.STR},
+    )
+    def get(self, request: Request, product_id: int) -> Response:
+        product = product_selectors.product_get_for_user(user=request.user, product_id=product_id)
+        filters = _filters(request, product)
+        data = stats.stats_as_dict(stats.product_stats(product=product, filters=filters))
+        response = Response(data)
+        if request.accepted_renderer.format == "csv":
+            response["Content-Disposition"] = _disposition(
+                f"{_product_name(product)}-defect-types-{_range_name(filters)}.csv"
+            )
+        return response
+
+
+def _stream(filename: str, rows: Iterable[Iterable]) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(csv_lines(stats.IMAGE_COLUMNS, rows), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = _disposition(filename)
+    return response
+
+
+class _CsvExportNegotiation(BaseContentNegotiation):
+    """Per-image exports are always CSV; the negotiated renderer only renders errors (JSON)."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+class ProductExportApi(_JsonErrorsMixin, APIView):
+    """Per-image CSV of a product's processed images in a date range (same scope as the dashboard)."""
+
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = _CsvExportNegotiation
+
+    @extend_schema(
+        operation_id="product_export_csv",
+        parameters=[*_FILTER_PARAMS, OpenApiParameter("batch", int)],
+        responses={(200, "text/csv"): OpenApiTypes.STR},
+    )
+    def get(self, request: Request, product_id: int) -> StreamingHttpResponse:
+        product = product_selectors.product_get_for_user(user=request.user, product_id=product_id)
+        filters = _filters(request, product)
+        return _stream(
+            f"{_product_name(product)}-images-{_range_name(filters)}.csv",
+            stats.image_rows(product=product, filters=filters),
+        )
+
+
+class BatchExportApi(_JsonErrorsMixin, APIView):
+    """Per-image CSV of one batch (all its processed images; no date limit)."""
+
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = _CsvExportNegotiation
+
+    @extend_schema(operation_id="batch_export_csv", responses={(200, "text/csv"): OpenApiTypes.STR})
+    def get(self, request: Request, batch_id: int) -> StreamingHttpResponse:
+        batch = inspection_selectors.batch_get_for_user(user=request.user, batch_id=batch_id)
+        filters = stats.StatsFilters(batch_id=batch.pk)
+        return _stream(
+            f"{_product_name(batch.product)}-batch-{batch.pk}-images.csv",
+            stats.image_rows(product=batch.product, filters=filters),
+        )
