@@ -1,11 +1,13 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
 from inspector import apis
 from inspector.inspections import views as inspection_views
 from inspector.products import views as product_views
+from inspector.review import apis as review_apis
+from inspector.review import manage_views
 
 urlpatterns = [
     path("", product_views.product_list, name="product-list"),
@@ -17,6 +19,8 @@ urlpatterns = [
     path("batches/<int:batch_id>/", inspection_views.batch_detail, name="batch-detail"),
     path("inspections/<int:inspection_id>/", inspection_views.inspection_detail, name="inspection-detail"),
     path("media/<path:path>", inspection_views.media, name="media"),
+    path("", include("inspector.review.urls")),
+    path("", include("inspector.review.stats_urls")),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/products/", apis.ProductListApi.as_view(), name="api-product-list"),
@@ -24,4 +28,31 @@ urlpatterns = [
     path("api/products/<int:product_id>/support-images/", apis.SupportImagesApi.as_view(), name="api-support-images"),
     path("api/products/<int:product_id>/batches/", apis.BatchListApi.as_view(), name="api-batch-list"),
     path("api/batches/<int:batch_id>/", apis.BatchDetailApi.as_view(), name="api-batch-detail"),
+    path("products/<int:product_id>/defect-types/", manage_views.defect_types, name="defect-types"),
+    path("products/<int:product_id>/classifier/", manage_views.classifier, name="classifier"),
+    path("products/<int:product_id>/classifier/live/", manage_views.classifier_live, name="classifier-live"),
+    path(
+        "products/<int:product_id>/false-alarms-to-support/",
+        manage_views.false_alarms_to_support,
+        name="false-alarms-to-support",
+    ),
+    path("api/products/<int:product_id>/defect-types/", review_apis.DefectTypesApi.as_view(), name="api-defect-types"),
+    path("api/inspections/<int:inspection_id>/", review_apis.InspectionDetailApi.as_view(), name="api-inspection"),
+    path("api/inspections/<int:inspection_id>/review/", review_apis.ReviewApi.as_view(), name="api-review"),
+    path("api/products/<int:product_id>/classifier/", review_apis.ClassifierApi.as_view(), name="api-classifier"),
+    path(
+        "api/products/<int:product_id>/classifier/train/",
+        review_apis.ClassifierTrainApi.as_view(),
+        name="api-classifier-train",
+    ),
+    path(
+        "api/products/<int:product_id>/classifier/<int:version>/promote/",
+        review_apis.ClassifierPromoteApi.as_view(),
+        name="api-classifier-promote",
+    ),
+    path(
+        "api/products/<int:product_id>/classifier/rollback/",
+        review_apis.ClassifierRollbackApi.as_view(),
+        name="api-classifier-rollback",
+    ),
 ]

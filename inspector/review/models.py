@@ -91,7 +91,8 @@ class ReviewEvent(models.Model):
     classifier_version = models.PositiveIntegerField(null=True, blank=True)  # predictions
     # For reviews: what the machine said at the moment of the decision (the override rate is measured on it).
     machine_verdict = models.CharField(max_length=10, blank=True)
-    machine_type = models.CharField(max_length=100, blank=True)
+    machine_type = models.CharField(max_length=100, blank=True)  # the type it ranked first
+    machine_unknown = models.BooleanField(default=False)  # ... but too far from it: sent to a human as unknown
     machine_version = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:

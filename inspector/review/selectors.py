@@ -85,8 +85,8 @@ def queue(*, product: Product, filters: QueueFilters) -> QuerySet[Inspection]:
     )
 
 
-def queue_next(*, product: Product, filters: QueueFilters, user, after: Inspection | None = None) -> QuerySet:
-    """The queue without images another reviewer holds; `after`: only those that come after it in queue order."""
+def queue_next(*, product: Product, filters: QueueFilters, user) -> QuerySet:
+    """The queue without the images another reviewer holds."""
     now = timezone.now()
     qs = queue(product=product, filters=filters).exclude(Q(lease_until__gte=now) & ~Q(lease_by=user))
     return qs

@@ -179,11 +179,12 @@ def lease_release(*, user, inspection_id: int) -> None:
 
 
 def _machine(inspection: Inspection) -> dict:
+    """What the machine said at the moment of a decision: verdict, the type it ranked first and whether that was
+    too far to be trusted ("unknown type"), and the classifier version."""
     return {
         "machine_verdict": inspection.verdict,
-        "machine_type": ""
-        if inspection.predicted_unknown or not inspection.predicted_type
-        else inspection.predicted_type.name,
+        "machine_type": inspection.predicted_type.name if inspection.predicted_type else "",
+        "machine_unknown": inspection.predicted_unknown,
         "machine_version": inspection.classifier_version.version if inspection.classifier_version else None,
     }
 

@@ -16,13 +16,16 @@ The rules, word for word the ones the page shows (RULES):
   image whose new verdict is the image's current reviewed_verdict (undone decisions are relabelled "undo" by the
   review service). It overrides the machine when the verdicts disagree (reviewer good vs machine review or
   defective; reviewer defective vs machine good) or when the reviewer chose a type that differs from the
-  machine's type at that moment (machine_type; an "unknown" prediction is an empty machine_type and differs
-  from any chosen type). Reviewed images without such an event (made outside the review service) are left out
-  and counted apart.
+  machine's type at that moment (machine_type, the type it ranked first; an "unknown type" prediction,
+  machine_unknown, differs from any chosen type). Reviewed images without such an event (made outside the
+  review service) are left out and counted apart.
 - Classifier accuracy on confirmed labels, per version v: among images in force reviewed defective with a
-  confirmed type whose decision event recorded machine_version = v, the fraction whose machine_type equals
-  the type the reviewer confirmed (both names as they were at the moment of the decision, so a later rename or
-  merge changes nothing). Per type the same, grouped by the image's current confirmed type. n is reported too;
+  confirmed type whose decision event recorded machine_version = v, the fraction whose machine_type (the type
+  the classifier ranked first, also when it sent the image to a human as "unknown type") equals the type the
+  reviewer confirmed (both names as they were at the moment of the decision, so a later rename or merge changes
+  nothing). This is the closed-set accuracy that `python -m classification.evaluate` reports; how many of those
+  images the classifier sent to a human as "unknown type" is counted beside it (unknown). Per type the same,
+  grouped by the image's current confirmed type. n is reported too;
   each version's own leave-one-out figure comes from ClassifierVersion.metrics["loo_accuracy"].
 """
 
@@ -71,11 +74,14 @@ RULES = {
     ),
     "override": (
         "Among reviewed images, the review decision in force overrides the machine when the verdicts disagree "
-        "(good vs review/defective) or when the reviewer chose a type other than the machine's type at that moment."
+        "(good vs review/defective) or when the reviewer chose a type other than the machine's type at that moment "
+        "(an 'unknown type' prediction differs from any chosen type)."
     ),
     "classifier_accuracy": (
         "Per classifier version: among images reviewed defective with a confirmed type whose decision recorded "
-        "that version's prediction, the share where the predicted type equals the confirmed type."
+        "that version's prediction, the share where the type the classifier ranked first equals the confirmed type "
+        "(closed-set, as the offline evaluator measures it); how many of them it sent to a human as 'unknown type' "
+        "is shown beside it."
     ),
 }
 
@@ -90,7 +96,9 @@ TYPE_ID = Case(
 )
 # Review decisions in force that overrode the machine.
 VERDICT_OVERRIDE_Q = Q(new_verdict=GOOD, machine_verdict__in=FLAGGED) | Q(new_verdict=DEFECTIVE, machine_verdict=GOOD)
-TYPE_OVERRIDE_Q = Q(new_verdict=DEFECTIVE) & ~Q(new_type="") & ~Q(new_type=F("machine_type"))
+TYPE_OVERRIDE_Q = (
+    Q(new_verdict=DEFECTIVE) & ~Q(new_type="") & (~Q(new_type=F("machine_type")) | Q(machine_unknown=True))
+)
 
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _COLOUR_RE = re.compile(r"#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})")  # anything else is shown grey
@@ -283,6 +291,7 @@ class VersionRow:
     n: int
     correct: int
     accuracy_pct: float | None
+    unknown: int  # of the n, sent to a human as "unknown type"
 
 
 @dataclass(frozen=True)
@@ -350,13 +359,17 @@ def _versions(product: Product, scope: QuerySet[Inspection]) -> list[VersionRow]
         r["machine_version"]: r
         for r in _confirmed_decisions(scope)
         .values("machine_version")
-        .annotate(n=Count("id"), correct=Count("id", filter=Q(machine_type=F("new_type"))))
+        .annotate(
+            n=Count("id"),
+            correct=Count("id", filter=Q(machine_type=F("new_type"))),
+            unknown=Count("id", filter=Q(machine_unknown=True)),
+        )
         .order_by()
     }
     rows = []
     known = ClassifierVersion.objects.filter(product=product).order_by("version")
     for cv in known:
-        m = measured.pop(cv.version, {"n": 0, "correct": 0})
+        m = measured.pop(cv.version, {"n": 0, "correct": 0, "unknown": 0})
         metrics = cv.metrics or {}
         rows.append(
             VersionRow(
@@ -369,11 +382,14 @@ def _versions(product: Product, scope: QuerySet[Inspection]) -> list[VersionRow]
                 n=m["n"],
                 correct=m["correct"],
                 accuracy_pct=pct(m["correct"], m["n"]),
+                unknown=m["unknown"],
             )
         )
     for version, m in sorted(measured.items()):  # a version that no longer exists: its decisions still count
         rows.append(
-            VersionRow(version, "deleted", "", False, None, None, m["n"], m["correct"], pct(m["correct"], m["n"]))
+            VersionRow(
+                version, "deleted", "", False, None, None, m["n"], m["correct"], pct(m["correct"], m["n"]), m["unknown"]
+            )
         )
     return sorted(rows, key=lambda r: r.version)
 
@@ -671,6 +687,7 @@ def stats_as_dict(stats: ProductStats) -> dict:
                 "n": v.n,
                 "correct": v.correct,
                 "accuracy_pct": v.accuracy_pct,
+                "unknown": v.unknown,
             }
             for v in stats.versions
         ],

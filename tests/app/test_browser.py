@@ -46,7 +46,6 @@ def page(live_server, monkeypatch):
         browser.close()
 
 
-
 def test_log_in_create_product_upload_support_and_batch_watch_progress_open_heatmap(
     page, live_server, tmp_path, monkeypatch
 ):
