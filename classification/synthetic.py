@@ -276,7 +276,8 @@ class TextureBank:
 
     Folder mode (`root` given): every subfolder of `root` holding images is a class, e.g.
     `dtd_small/train/<class>/*.jpg`; a sample is a random file of the class, randomly flipped/rotated by a
-    multiple of 90 degrees, scaled so it covers `size`, and randomly cropped.
+    multiple of 90 degrees, kept at its own scale (x1-1.5 random zoom), mirror-tiled to cover `size`, and
+    randomly cropped.
 
     Procedural mode (`root=None`): `n_procedural` classes generated from formulas (stripes, checker, dots,
     blotches, grain), each with its own fixed parameters (angle, period, colours, ...) derived from `seed`
@@ -371,11 +372,14 @@ class TextureBank:
         if rng.random() < 0.5:
             img = img[:, ::-1]
         h, w = img.shape[:2]
-        # Cover `size` on the short side, with up to 1.5x random zoom so patches of one file differ in scale.
-        f = size / min(h, w) * rng.uniform(1.0, 1.5)
-        nh, nw = max(size, math.ceil(h * f)), max(size, math.ceil(w * f))
-        interp = cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR
-        img = cv2.resize(np.ascontiguousarray(img), (nw, nh), interpolation=interp)
+        # The texture's own scale, with up to 1.5x random zoom so patches of one file differ; a file smaller than
+        # `size` is mirror-tiled to cover it. Never magnified to fill the image: dtd_small's 72 px files scaled
+        # up to a 512 px part became flat colour blobs, and every class looked alike.
+        f = rng.uniform(1.0, 1.5)
+        nh, nw = math.ceil(h * f), math.ceil(w * f)
+        img = cv2.resize(np.ascontiguousarray(img), (nw, nh), interpolation=cv2.INTER_LINEAR)
+        img = np.pad(img, ((0, max(0, size - nh)), (0, max(0, size - nw)), (0, 0)), mode="symmetric")
+        nh, nw = img.shape[:2]
         y, x = int(rng.integers(nh - size + 1)), int(rng.integers(nw - size + 1))
         return np.ascontiguousarray(img[y : y + size, x : x + size])
 
