@@ -134,23 +134,57 @@ def _similarities(
     return x @ F.normalize(prototypes, dim=1).T
 
 
-def leave_one_out_similarities(
-    embeddings: torch.Tensor, labels: torch.Tensor, *, center: bool, centre: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Best similarity of each held-out example (of a type with >= 2 examples) to a classifier fitted without it.
+def _replace_own_column(sims: torch.Tensor, held_types: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
+    sims[torch.arange(len(held_types)), held_types] = own
+    return sims
 
-    A pool centre (`centre`) stays fixed: it includes the held-out example as one unlabelled image among many.
+
+def leave_one_out(
+    embeddings: torch.Tensor, labels: torch.Tensor, *, center: bool, centre: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(indices of the examples that can be held out, (m, K) similarities of each to a classifier fitted without it).
+
+    Only types with >= 2 examples can lose one. Closed form, not m refits: removing example i changes only its own
+    type's sum, so its prototype is (sum_t - z_i) / (n_t - 1). A pool centre (`centre`) stays fixed: the held-out
+    example stays in the pool as one unlabelled image among many. Without one, the centre is the mean of the type
+    means and moves with the held-out example: every example is re-centred, O(N D) per held-out example.
     """
     n_types = int(labels.max()) + 1
     counts = torch.bincount(labels, minlength=n_types)
+    held = torch.nonzero(counts[labels] >= 2).flatten()
+    if held.numel() == 0:
+        return held, torch.empty(0, n_types)
+    x = embeddings.float()
+    t = labels[held]
+    rest = (counts[t] - 1).unsqueeze(1).float()
+    if not center or centre is not None:
+        z = x if not center else F.normalize(x - centre, dim=1)
+        sums = torch.zeros(n_types, x.shape[1]).index_add_(0, labels, z)
+        protos = sums / counts.unsqueeze(1)
+        sims = z[held] @ F.normalize(protos, dim=1).T
+        own = F.normalize((sums[t] - z[held]) / rest, dim=1)
+        return held, _replace_own_column(sims, t, (z[held] * own).sum(1))
+    sums = torch.zeros(n_types, x.shape[1]).index_add_(0, labels, x)
+    means = sums / counts.unsqueeze(1)
     out = []
-    for i in range(len(labels)):
-        if counts[labels[i]] < 2:
-            continue
-        keep = torch.arange(len(labels)) != i
-        c, protos = _centre_and_prototypes(embeddings[keep], labels[keep], n_types, center, centre)
-        out.append(_similarities(embeddings[i : i + 1], c, protos, center).max())
-    return torch.stack(out) if out else torch.empty(0)
+    for i, ti in zip(held.tolist(), t.tolist(), strict=True):
+        m = means.clone()
+        m[ti] = (sums[ti] - x[i]) / (counts[ti] - 1)
+        z = F.normalize(x - m.mean(0), dim=1)
+        zsums = torch.zeros_like(sums).index_add_(0, labels, z)
+        zsums[ti] -= z[i]
+        k = counts.clone()
+        k[ti] -= 1
+        out.append(z[i] @ F.normalize(zsums / k.unsqueeze(1), dim=1).T)
+    return held, torch.stack(out)
+
+
+def leave_one_out_similarities(
+    embeddings: torch.Tensor, labels: torch.Tensor, *, center: bool, centre: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Best similarity of each held-out example (of a type with >= 2 examples) to a classifier fitted without it."""
+    _, sims = leave_one_out(embeddings, labels, center=center, centre=centre)
+    return sims.max(1).values if len(sims) else torch.empty(0)
 
 
 def calibrate_threshold(
@@ -361,17 +395,18 @@ def leave_one_out_predictions(
     """Each labelled example of a type with >= 2 examples, predicted by a classifier fitted without it.
 
     How a new classifier version is judged before use: on its own labels, none ever scored by prototypes it
-    helped make. `unlabelled` (the centre's pool) must not contain the labelled examples.
+    helped make (`leave_one_out`, closed form: the cost grows as N^2 D, not N^3). "Unknown" uses the full fit's
+    threshold. `unlabelled` (the centre's pool) must not contain the labelled examples.
     """
+    clf = PrototypeClassifier(config).fit_embeddings(embeddings, unlabelled=unlabelled)
+    types = clf.types
+    x = torch.cat([embeddings[t].float() for t in types])
+    labels = torch.cat([torch.full((len(embeddings[t]),), k, dtype=torch.long) for k, t in enumerate(types)])
+    pool_centre = clf.centre if clf.centre_rule == "pool" else None
+    held, sims = leave_one_out(x, labels, center=clf.config.center, centre=pool_centre)
     out = []
-    for name in sorted(embeddings):
-        rows = embeddings[name]
-        if len(rows) < 2:
-            continue
-        for i in range(len(rows)):
-            rest = dict(embeddings)
-            rest[name] = torch.cat([rows[:i], rows[i + 1 :]])
-            clf = PrototypeClassifier(config).fit_embeddings(rest, unlabelled=unlabelled)
-            pred = clf.predict_embeddings(rows[i : i + 1])[0]
-            out.append(HeldOutPrediction(name, pred.best, pred.label))
+    for i, row in zip(held.tolist(), sims, strict=True):
+        best = types[int(row.argmax())]
+        label = best if float(row.max()) >= clf.threshold else None
+        out.append(HeldOutPrediction(types[int(labels[i])], best, label))
     return out

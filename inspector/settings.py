@@ -145,7 +145,12 @@ CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 300, minimu
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 360, minimum=1)
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 # Fitting has its own queue so a new support set is not stuck behind a 2000-image batch.
-CELERY_TASK_ROUTES = {"inspector.products.tasks.support_set_fit_task": {"queue": "fit"}}
+# Fitting and training share the "fit" queue: neither waits behind a large batch, and a batch does not wait
+# behind them. Re-classification is short per image and stays on the default queue.
+CELERY_TASK_ROUTES = {
+    "inspector.products.tasks.support_set_fit_task": {"queue": "fit"},
+    "inspector.review.tasks.classifier_train_task": {"queue": "fit"},
+}
 CELERY_TASK_DEFAULT_QUEUE = "celery"
 # The reaper (inspector.inspections.tasks.work_reap_task) rescues work a lost worker left behind.
 INSPECTOR_REQUEUE_AFTER = env_int("INSPECTOR_REQUEUE_AFTER", 1800, minimum=60)

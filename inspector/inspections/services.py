@@ -123,7 +123,7 @@ def _classify(inspection_id: int) -> None:
 def work_reap(*, now=None) -> dict[str, int]:
     """Rescue work a lost worker left behind (killed, out of memory, a broker message gone):
     running past the hard time limit -> queued again, or failed after MAX_ATTEMPTS; queued for long -> sent
-    again (the claim makes a duplicate message harmless). The same for support sets."""
+    again (the claim makes a duplicate message harmless). The same for support sets and classifier versions."""
     from inspector.inspections.tasks import inspection_process_task
     from inspector.products.tasks import support_set_fit_task
 
@@ -156,6 +156,9 @@ def work_reap(*, now=None) -> dict[str, int]:
         "pk", flat=True
     ):
         support_set_fit_task.delay(pk)
+    from inspector.review.services import classifier_reap
+
+    counts.update(classifier_reap(stale_running=stale_running, stale_queued=stale_queued))
     if any(counts.values()):
         log.warning("reaper: %s", counts)
     return counts

@@ -73,11 +73,12 @@ class ReviewEvent(models.Model):
     class Kind(models.TextChoices):
         PREDICTION = "prediction"  # the classifier (re)classified the image
         REVIEW = "review"  # a reviewer decided
-        UNDO = "undo"  # a reviewer took their last decision back
+        UNDO = "undo"  # a reviewer took a decision back (that decision is kept, marked undone)
         MERGE = "merge"  # the confirmed type was merged into another one
 
     inspection = models.ForeignKey(Inspection, on_delete=models.CASCADE, related_name="events")
     kind = models.CharField(max_length=12, choices=Kind.choices)
+    undone = models.BooleanField(default=False)  # a review decision its author took back (an UNDO event follows)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     old_verdict = models.CharField(max_length=10, blank=True)

@@ -6,6 +6,7 @@ Every write that a reviewer makes goes through here; views and API are thin door
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, OperationalError, transaction
-from django.db.models import F, Max, Q
+from django.db.models import Exists, F, Max, Q
 from django.utils import timezone
 
 from inspector import ml
@@ -55,11 +56,29 @@ class StaleReview(Exception):
 # ------------------------------------------------------------------------------------------- defect types
 
 
+COLOUR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+def _check_name(name: str | None) -> str:
+    name = (name or "").strip()
+    if not name:
+        raise ValidationError({"name": "a defect type needs a name"})
+    if len(name) > 100:
+        raise ValidationError({"name": "at most 100 characters"})
+    return name
+
+
+def _check_colour(colour: str) -> str:
+    if not COLOUR_RE.match(colour or ""):
+        raise ValidationError({"colour": "a colour is #rrggbb"})
+    return colour
+
+
 def _check_shortcut(product: Product, shortcut: str, exclude: int | None = None) -> str:
     shortcut = (shortcut or "").strip()
     if not shortcut:
         return ""
-    if shortcut not in "123456789":
+    if len(shortcut) != 1 or shortcut not in "123456789":
         raise ValidationError({"shortcut": "a shortcut is one digit 1-9 (G, N, H and the arrows are taken)"})
     clash = product.defect_types.filter(shortcut=shortcut, merged_into__isnull=True).exclude(pk=exclude)
     if clash.exists():
@@ -71,11 +90,9 @@ def defect_type_create(
     *, product: Product, name: str, colour: str = "", shortcut: str = "", description: str = ""
 ) -> DefectType:
     """A new defect type; without a shortcut it gets the first free key 1..9, without a colour one of a palette."""
-    name = (name or "").strip()
-    if not name:
-        raise ValidationError({"name": "a defect type needs a name"})
-    if len(name) > 100:
-        raise ValidationError({"name": "at most 100 characters"})
+    name = _check_name(name)
+    if colour:
+        _check_colour(colour)
     with transaction.atomic():
         Product.objects.select_for_update().filter(pk=product.pk).first()  # serialise shortcut assignment
         live = product.defect_types.filter(merged_into__isnull=True)
@@ -106,12 +123,10 @@ def defect_type_update(
     if defect_type.merged_into_id:
         raise ValidationError("this type was merged into another one and can no longer be edited")
     if name is not None:
-        name = name.strip()
-        if not name:
-            raise ValidationError({"name": "a defect type needs a name"})
+        name = _check_name(name)
         defect_type.name = name
     if colour is not None:
-        defect_type.colour = colour
+        defect_type.colour = _check_colour(colour)
     if shortcut is not None:
         defect_type.shortcut = _check_shortcut(defect_type.product, shortcut, exclude=defect_type.pk)
     if description is not None:
@@ -128,9 +143,13 @@ def defect_type_merge(*, source: DefectType, target: DefectType, user) -> int:
     """Move every image of `source` to `target` (one history event per image); `source` stays, hidden."""
     if source.product_id != target.product_id or source.pk == target.pk:
         raise ValidationError("merge two different types of the same product")
-    if source.merged_into_id or target.merged_into_id:
-        raise ValidationError("one of these types was already merged")
     with transaction.atomic():
+        # Both rows locked in a fixed order and re-read: two merges at once (A->B with B->C, or A->B with B->A)
+        # run one after the other, and the second sees the first.
+        locked = {t.pk: t for t in DefectType.objects.select_for_update().filter(pk__in=[source.pk, target.pk])}
+        source, target = locked[source.pk], locked[target.pk]
+        if source.merged_into_id or target.merged_into_id:
+            raise ValidationError("one of these types was already merged")
         moved = list(Inspection.objects.select_for_update().filter(confirmed_type=source))
         ReviewEvent.objects.bulk_create(
             ReviewEvent(
@@ -236,7 +255,8 @@ def review_decide(
             lease_until=None,
         )
         if defect_type is not None:
-            transaction.on_commit(lambda: classifier_train_if_due(product_id=inspection.batch.product_id))
+            # robust: a failure to queue training must not turn a saved decision into an error for the reviewer
+            transaction.on_commit(lambda: classifier_train_if_due(product_id=inspection.batch.product_id), robust=True)
     return _fresh(inspection.pk)
 
 
@@ -249,28 +269,37 @@ def _live(defect_type: DefectType | None) -> DefectType | None:
     return defect_type
 
 
+IN_FORCE = Q(kind__in=[ReviewEvent.Kind.REVIEW, ReviewEvent.Kind.MERGE], undone=False)
+UNDO_LOOKBACK = 50
+
+
 def review_undo(*, user, product: Product) -> Inspection | None:
     """Take back `user`'s newest decision on this product that is still in force: the image gets the values it
-    had before (the undo is itself an event). None when there is nothing to undo."""
+    had before (the undo is itself an event; the decision stays in the history, marked undone). A decision that
+    someone changed since is skipped: it is no longer the image's state, and undoing it would overwrite theirs.
+    None when there is nothing to undo."""
     with transaction.atomic():
-        event = (
-            ReviewEvent.objects.select_for_update()
-            .filter(kind=ReviewEvent.Kind.REVIEW, user=user, inspection__batch__product=product)
-            .order_by("-id")
-            .first()
+        candidates = (
+            ReviewEvent.objects.select_for_update(of=("self",))
+            .filter(kind=ReviewEvent.Kind.REVIEW, undone=False, user=user, inspection__batch__product=product)
+            .order_by("-id")[:UNDO_LOOKBACK]
+        )
+        event = next(
+            (
+                e
+                for e in candidates
+                if not ReviewEvent.objects.filter(IN_FORCE, inspection_id=e.inspection_id, id__gt=e.id).exists()
+            ),
+            None,
         )
         if event is None:
             return None
         inspection = Inspection.objects.select_for_update().get(pk=event.inspection_id)
-        # Decisions still in force after this one (undone ones are relabelled UNDO, predictions change nothing).
-        newer = ReviewEvent.objects.filter(
-            inspection=inspection, id__gt=event.id, kind__in=[ReviewEvent.Kind.REVIEW, ReviewEvent.Kind.MERGE]
-        )
-        if newer.exists():
-            raise ValidationError(f"{inspection.original_name} was changed after your decision: undo refused")
         old_type = _live(event.old_type_ref)
         previous = (
-            ReviewEvent.objects.filter(inspection=inspection, kind=ReviewEvent.Kind.REVIEW, id__lt=event.id)
+            ReviewEvent.objects.filter(
+                inspection=inspection, kind=ReviewEvent.Kind.REVIEW, undone=False, id__lt=event.id
+            )
             .order_by("-id")
             .first()
         )
@@ -285,9 +314,7 @@ def review_undo(*, user, product: Product) -> Inspection | None:
             old_type_ref=event.new_type_ref,
             new_type_ref=old_type,
         )
-        # The undone decision no longer counts as this user's last one: relabel it so a second undo goes back
-        # one decision further instead of undoing the same one again.
-        ReviewEvent.objects.filter(pk=event.pk).update(kind=ReviewEvent.Kind.UNDO)
+        ReviewEvent.objects.filter(pk=event.pk).update(undone=True)
         Inspection.objects.filter(pk=inspection.pk).update(
             reviewed_verdict=event.old_verdict,
             confirmed_type=old_type,
@@ -339,19 +366,27 @@ def classify_inspections(*, version: ClassifierVersion, inspections: list[Inspec
     if not rows:
         return 0
     preds = ml.classify([bytes(i.embedding) for i in rows], version_id=version.pk, payload_name=version.payload.name)
-    types = {t.name: t for t in DefectType.objects.filter(product_id=version.product_id)}
+    live = {t.pk: t for t in DefectType.objects.filter(product_id=version.product_id).select_related("merged_into")}
     events = []
+    still_active = Exists(ClassifierVersion.objects.filter(pk=version.pk, is_active=True))
+
+    def current_name(name: str) -> str:
+        type_id = _type_id_of(version, name, live)
+        return live[type_id].name if type_id is not None else name
+
     for inspection, pred in zip(rows, preds, strict=True):
-        best = types.get(pred.best)
-        while best is not None and best.merged_into_id:  # a type merged after training
-            best = next((t for t in types.values() if t.pk == best.merged_into_id), None)
-        Inspection.objects.filter(pk=inspection.pk).update(
+        type_id = _type_id_of(version, pred.best, live)
+        best = live.get(type_id) if type_id is not None else None
+        # Only while this version is the one in use: a promotion or rollback meanwhile wins.
+        updated = Inspection.objects.filter(still_active, pk=inspection.pk).update(
             predicted_type=best,
             predicted_unknown=pred.label is None,
             predicted_confidence=pred.confidence,
-            predicted_ranking=[[name, round(sim, 4)] for name, sim in pred.ranking],
+            predicted_ranking=[[current_name(name), round(sim, 4)] for name, sim in pred.ranking],
             classifier_version=version,
         )
+        if not updated:
+            continue
         events.append(
             ReviewEvent(
                 inspection=inspection,
@@ -364,7 +399,7 @@ def classify_inspections(*, version: ClassifierVersion, inspections: list[Inspec
             )
         )
     ReviewEvent.objects.bulk_create(events)
-    return len(rows)
+    return len(events)
 
 
 def classifier_active(*, product_id: int) -> ClassifierVersion | None:
@@ -379,24 +414,28 @@ def classify_new_inspection(*, inspection_id: int) -> None:
         classify_inspections(version=version, inspections=[inspection])
 
 
-def confirmed_examples(*, product: Product) -> tuple[dict[str, list[bytes]], dict[str, list[int]], list[bytes]]:
-    """({type: embeddings of its confirmed images}, {type: their inspection ids}, the unlabelled flagged pool)."""
-    labelled = (
-        Inspection.objects.filter(
-            batch__product=product,
-            reviewed_verdict=Inspection.Verdict.DEFECTIVE,
-            confirmed_type__isnull=False,
-            confirmed_type__merged_into__isnull=True,
-            embedding__isnull=False,
-        )
-        .select_related("confirmed_type")
-        .order_by("id")
+def _labelled(product: Product):
+    return Inspection.objects.filter(
+        batch__product=product,
+        reviewed_verdict=Inspection.Verdict.DEFECTIVE,
+        confirmed_type__isnull=False,
+        confirmed_type__merged_into__isnull=True,
+        embedding__isnull=False,
     )
+
+
+def confirmed_examples(
+    *, product: Product
+) -> tuple[dict[str, list[bytes]], dict[str, list[int]], list[bytes], dict[str, int]]:
+    """({type: embeddings of its confirmed images}, {type: their inspection ids}, the unlabelled flagged pool,
+    {type name: type id}: the classes a version is trained on, by name, and what each name stood for then)."""
     examples: dict[str, list[bytes]] = defaultdict(list)
     ids: dict[str, list[int]] = defaultdict(list)
-    for i in labelled:
+    type_ids: dict[str, int] = {}
+    for i in _labelled(product).select_related("confirmed_type").order_by("id"):
         examples[i.confirmed_type.name].append(bytes(i.embedding))
         ids[i.confirmed_type.name].append(i.pk)
+        type_ids[i.confirmed_type.name] = i.confirmed_type_id
     pool = (
         Inspection.objects.filter(
             batch__product=product, embedding__isnull=False, reviewed_verdict="", verdict__in=FLAGGED
@@ -404,7 +443,7 @@ def confirmed_examples(*, product: Product) -> tuple[dict[str, list[bytes]], dic
         .order_by("-id")
         .values_list("embedding", flat=True)[:POOL_LIMIT]
     )
-    return dict(examples), dict(ids), [bytes(e) for e in pool]
+    return dict(examples), dict(ids), [bytes(e) for e in pool], type_ids
 
 
 def _held_out_ids(ids: dict[str, list[int]]) -> list[int]:
@@ -423,8 +462,7 @@ def classifier_train_request(*, product: Product, user=None, trigger: str = "man
         ).first()
         if busy is not None:
             return busy
-        examples, _, _ = confirmed_examples(product=product)
-        if not examples:
+        if not _labelled(product).exists():
             raise ValidationError("no confirmed defect types yet: review some flagged images first")
         version = (product.classifier_versions.aggregate(v=Max("version"))["v"] or 0) + 1
         cv = ClassifierVersion.objects.create(product=product, version=version, created_by=user, trigger=trigger)
@@ -454,6 +492,28 @@ def _accuracy(pairs: list[tuple[str, str]]) -> float | None:
     return round(100.0 * sum(t == p for t, p in pairs) / len(pairs), 2) if pairs else None
 
 
+def classifier_reap(*, stale_running, stale_queued) -> dict[str, int]:
+    """Called by the periodic reaper: a version whose worker was lost while training is failed with the reason
+    (a lead can train again; it never blocks the product); one queued for long is sent again (the claim makes a
+    duplicate harmless)."""
+    from inspector.review.tasks import classifier_train_task
+
+    lost = ClassifierVersion.objects.filter(status=ClassifierVersion.Status.TRAINING, started_at__lt=stale_running)
+    failed = lost.update(
+        status=ClassifierVersion.Status.FAILED,
+        error="the worker was lost while training (killed, out of memory or past the time limit); train again",
+        progress=100,
+    )
+    waiting = list(
+        ClassifierVersion.objects.filter(
+            status=ClassifierVersion.Status.QUEUED, created_at__lt=stale_queued
+        ).values_list("pk", flat=True)
+    )
+    for pk in waiting:
+        classifier_train_task.delay(pk)
+    return {"classifiers_failed": failed, "classifiers_resent": len(waiting)}
+
+
 def _version_metrics(result: ml.TrainResult, ids: dict[str, list[int]], pool_size: int) -> dict:
     types = result.types
     index = {t: k for k, t in enumerate(types)}
@@ -478,24 +538,38 @@ def _version_metrics(result: ml.TrainResult, ids: dict[str, list[int]], pool_siz
     }
 
 
+def _type_id_of(version: ClassifierVersion, name: str, live: dict[int, DefectType]) -> int | None:
+    """The live type a version's class name stands for: by the id recorded at training (a rename since changes
+    nothing), following merges; versions without the record fall back to the current name."""
+    type_id = (version.metrics or {}).get("type_ids", {}).get(name)
+    if type_id is None:
+        type_id = next((t.pk for t in live.values() if t.name == name and not t.merged_into_id), None)
+    defect_type = _live(live.get(type_id)) if type_id is not None else None
+    return defect_type.pk if defect_type is not None else None
+
+
 def _compare(
     result: ml.TrainResult, ids: dict[str, list[int]], active: ClassifierVersion | None, metrics: dict
 ) -> tuple[bool, str]:
     """(promote?, why). Compared on the labels the active version never saw and the new one can hold out: the
-    new version scored leave-one-out, the active one directly; both out of sample, on the same images."""
+    new version scored leave-one-out, the active one directly; both out of sample, on the same images, with the
+    labels as they were when training started (a reviewer may change one meanwhile)."""
     if active is None:
         return True, "first classifier of this product"
     seen = set((active.metrics or {}).get("label_ids", []))
     held_ids = _held_out_ids(ids)
     new = {i: h for i, h in zip(held_ids, result.held_out, strict=True) if i not in seen}
-    if not new:
+    rows = list(Inspection.objects.filter(pk__in=list(new), embedding__isnull=False).order_by("id"))
+    if not rows:
         return True, f"no new label to compare with v{active.version} on: promoted as not worse"
-    rows = list(Inspection.objects.filter(pk__in=list(new)).select_related("confirmed_type").order_by("id"))
+    live = {t.pk: t for t in DefectType.objects.filter(product_id=active.product_id).select_related("merged_into")}
+    type_ids = metrics["type_ids"]
     preds = ml.classify([bytes(r.embedding) for r in rows], version_id=active.pk, payload_name=active.payload.name)
-    active_acc = _accuracy([(r.confirmed_type.name, p.best) for r, p in zip(rows, preds, strict=True)])
-    new_acc = _accuracy([(h.true, h.best) for h in new.values()])
-    metrics["compared"] = {"n": len(new), "new": new_acc, "active": active_acc, "active_version": active.version}
-    verdict = f"v{active.version} on {len(new)} labels it never saw: {new_acc} % vs {active_acc} %"
+    truth = [type_ids[new[r.pk].true] for r in rows]
+    active_acc = _accuracy([(t, _type_id_of(active, p.best, live)) for t, p in zip(truth, preds, strict=True)])
+    new_acc = _accuracy([(new[r.pk].true, new[r.pk].best) for r in rows])
+    metrics["compared"] = {"n": len(rows), "new": new_acc, "active": active_acc, "active_version": active.version}
+    verdict = f"v{active.version} on {len(rows)} labels it never saw: {new_acc} % vs {active_acc} %"
     if new_acc >= active_acc:
         return True, "not worse than " + verdict
     return False, "worse than " + verdict + "; waits for a lead"
@@ -505,8 +579,10 @@ def _activate(cv: ClassifierVersion, *, decision: str = ClassifierVersion.Decisi
     """Make `cv` the product's classifier (inside the caller's transaction) and re-classify on commit."""
     from inspector.review.tasks import reclassify_task
 
-    current = ClassifierVersion.objects.select_for_update().filter(product_id=cv.product_id, is_active=True)
-    current.exclude(pk=cv.pk).update(is_active=False)
+    # The product row is the lock: two activations at once (an automatic promotion and a lead's click) queue
+    # up here instead of both clearing is_active and colliding on the one-active constraint.
+    Product.objects.select_for_update().filter(pk=cv.product_id).first()
+    ClassifierVersion.objects.filter(product_id=cv.product_id, is_active=True).exclude(pk=cv.pk).update(is_active=False)
     ClassifierVersion.objects.filter(pk=cv.pk).update(is_active=True, decision=decision, activated_at=timezone.now())
     enqueue_on_commit(reclassify_task, [cv.pk])
 
@@ -521,7 +597,8 @@ def classifier_train(*, version_id: int) -> None:
         return
     cv = ClassifierVersion.objects.select_related("product").get(pk=version_id)
     try:
-        examples, ids, pool = confirmed_examples(product=cv.product)
+        active = classifier_active(product_id=cv.product_id)  # the version this one must not be worse than
+        examples, ids, pool, type_ids = confirmed_examples(product=cv.product)
         if not examples:
             raise ValueError("no confirmed defect types to train on")
         ClassifierVersion.objects.filter(pk=cv.pk).update(progress=30)
@@ -530,9 +607,15 @@ def classifier_train(*, version_id: int) -> None:
         name = default_storage.save(
             f"classifiers/{cv.product_id}/v{cv.version}-{uuid.uuid4().hex}.pt", ContentFile(result.payload)
         )
-        metrics = _version_metrics(result, ids, len(pool))
-        promote, reason = _compare(result, ids, classifier_active(product_id=cv.product_id), metrics)
+        metrics = _version_metrics(result, ids, len(pool)) | {"type_ids": type_ids}
+        promote, reason = _compare(result, ids, active, metrics)
         with transaction.atomic():
+            Product.objects.select_for_update().filter(pk=cv.product_id).first()
+            now_active = classifier_active(product_id=cv.product_id)
+            if promote and getattr(now_active, "pk", None) != getattr(active, "pk", None):
+                # A lead promoted or rolled back while this trained: their decision stands.
+                promote = False
+                reason = "the version in use changed while this one trained: waits for a lead"
             ClassifierVersion.objects.filter(pk=cv.pk).update(
                 payload=name,
                 metrics=metrics,

@@ -13,8 +13,8 @@ The rules, word for word the ones the page shows (RULES):
   unless the prediction was "unknown"; otherwise "unknown type". (A reviewer who judged an image defective
   without choosing a type leaves the prediction in place.)
 - Override rate: among reviewed images, the decision in force is the newest event of kind "review" of the
-  image whose new verdict is the image's current reviewed_verdict (undone decisions are relabelled "undo" by the
-  review service). It overrides the machine when the verdicts disagree (reviewer good vs machine review or
+  image whose new verdict is the image's current reviewed_verdict (decisions taken back are marked undone by the
+  review service and skipped). It overrides the machine when the verdicts disagree (reviewer good vs machine review or
   defective; reviewer defective vs machine good) or when the reviewer chose a type that differs from the
   machine's type at that moment (machine_type, the type it ranked first; an "unknown type" prediction,
   machine_unknown, differs from any chosen type). Reviewed images without such an event (made outside the
@@ -317,7 +317,9 @@ class ProductStats:
 def _decisions_in_force(scope: QuerySet[Inspection]) -> QuerySet[ReviewEvent]:
     """The newest review event of every reviewed image in scope, when it is the one in force."""
     newest = (
-        ReviewEvent.objects.filter(inspection=OuterRef("pk"), kind=ReviewEvent.Kind.REVIEW).order_by("-id").values("id")
+        ReviewEvent.objects.filter(inspection=OuterRef("pk"), kind=ReviewEvent.Kind.REVIEW, undone=False)
+        .order_by("-id")
+        .values("id")
     )
     ids = scope.exclude(reviewed_verdict="").annotate(event_id=Subquery(newest[:1])).values("event_id")
     return ReviewEvent.objects.filter(pk__in=ids, new_verdict=F("inspection__reviewed_verdict"))

@@ -11,6 +11,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
+from django.db.models import Max
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -24,7 +25,7 @@ from inspector.review import selectors, services
 from inspector.review.selectors import QueueFilters
 
 GRID_PAGE_SIZE = 48
-QUEUE_LIMIT = 20000  # ids read to place an image in the queue (the same bound as selectors.queue_position)
+BULK_MAX = 1000  # decisions per bulk request: each is a transaction with a history event
 LEASE_TRIES = 50  # queue items tried for a lease before giving up (another reviewer may take them first)
 MAX_STALE_MESSAGES = 20
 ITEM_RELATED = (
@@ -76,10 +77,20 @@ def _defect_type(*, product: Product, value) -> DefectType | None:
     return found
 
 
-def _queue_ids(*, product: Product, filters: QueueFilters, user) -> list[int]:
+def _free(*, product: Product, filters: QueueFilters, user):
     """The free queue (without images other reviewers hold), in queue order."""
-    qs = selectors.queue_next(product=product, filters=filters, user=user)
-    return list(qs.values_list("id", flat=True)[:QUEUE_LIMIT])
+    return selectors.queue_next(product=product, filters=filters, user=user)
+
+
+def _ids(qs) -> list[int]:
+    return list(qs.values_list("id", flat=True)[:LEASE_TRIES])
+
+
+def _following(*, product: Product, filters: QueueFilters, user, current: Inspection) -> list[int]:
+    """Candidates after `current` in queue order, then (wrapping) from the start; never `current` itself."""
+    free = _free(product=product, filters=filters, user=user).exclude(pk=current.pk)
+    after = _ids(free.filter(selectors.after_q(current)))
+    return after + [i for i in _ids(free) if i not in after]
 
 
 def _lease_first(*, user, ids: list[int]) -> int | None:
@@ -90,14 +101,6 @@ def _lease_first(*, user, ids: list[int]) -> int | None:
         if pk in rows and services.lease_take(inspection=rows[pk], user=user):
             return pk
     return None
-
-
-def _after(ids: list[int], pk: int) -> list[int]:
-    """The queue read on from `pk`: the images after it, then (wrapping) those before it."""
-    if pk not in ids:
-        return ids
-    k = ids.index(pk)
-    return ids[k + 1 :] + ids[:k]
 
 
 def _suggestion(inspection: Inspection) -> tuple[str, DefectType | None]:
@@ -136,7 +139,7 @@ def _context(
     if inspection is None:
         context["total"] = selectors.queue(product=product, filters=filters).count()
         return context
-    index, total = selectors.queue_position(product=product, filters=filters, inspection_id=inspection.pk)
+    index, total = selectors.queue_position(product=product, filters=filters, inspection=inspection)
     verdict, suggested = _suggestion(inspection)
     colours = {t.name: t for t in types}
     upcoming = (
@@ -186,7 +189,7 @@ def review_screen(request: HttpRequest, product_id: int) -> HttpResponse:
         if services.lease_take(inspection=wanted, user=request.user):
             return _render(request, _context(product=product, filters=filters, user=request.user, inspection=wanted))
         held = wanted
-    pk = _lease_first(user=request.user, ids=_queue_ids(product=product, filters=filters, user=request.user))
+    pk = _lease_first(user=request.user, ids=_ids(_free(product=product, filters=filters, user=request.user)))
     inspection = None if pk is None else _item_get(product=product, inspection_id=pk)
     return _render(
         request, _context(product=product, filters=filters, user=request.user, inspection=inspection, held=held)
@@ -199,7 +202,6 @@ def review_decide(request: HttpRequest, product_id: int) -> HttpResponse:
     product = product_get_for_user(user=request.user, product_id=product_id)
     filters = _filters(request)
     inspection = _item_get(product=product, inspection_id=_int(request.POST.get("item")))
-    order = _queue_ids(product=product, filters=filters, user=request.user)
     try:
         services.review_decide(
             inspection_id=inspection.pk,
@@ -214,8 +216,8 @@ def review_decide(request: HttpRequest, product_id: int) -> HttpResponse:
         return _refused(" ".join(exc.messages), status=400)
     if not request.htmx:
         return redirect(_url("review", product, filters.as_query()))
-    free = set(_queue_ids(product=product, filters=filters, user=request.user))
-    pk = _lease_first(user=request.user, ids=[i for i in _after(order, inspection.pk) if i in free])
+    candidates = _following(product=product, filters=filters, user=request.user, current=inspection)
+    pk = _lease_first(user=request.user, ids=candidates)
     following = None if pk is None else _item_get(product=product, inspection_id=pk)
     return _render(request, _context(product=product, filters=filters, user=request.user, inspection=following))
 
@@ -251,12 +253,14 @@ def review_move(request: HttpRequest, product_id: int) -> HttpResponse:
     filters = _filters(request)
     current = _int(request.POST.get("item"))
     backwards = request.POST.get("direction") == "prev"
-    ids = _queue_ids(product=product, filters=filters, user=request.user)
-    if current in ids:
-        k = ids.index(current)
-        candidates = list(reversed(ids[:k])) if backwards else ids[k + 1 :]
+    free = _free(product=product, filters=filters, user=request.user)
+    here = Inspection.objects.filter(pk=current, batch__product=product).first() if current is not None else None
+    if here is None:
+        candidates = _ids(free.reverse() if backwards else free)
+    elif backwards:
+        candidates = _ids(free.filter(selectors.before_q(here)).reverse())
     else:
-        candidates = list(reversed(ids)) if backwards else ids
+        candidates = _ids(free.filter(selectors.after_q(here)))
     pk = _lease_first(user=request.user, ids=candidates)
     notice = ""
     if pk is None:
@@ -330,9 +334,9 @@ def review_train(request: HttpRequest, product_id: int) -> HttpResponse:
 def review_grid(request: HttpRequest, product_id: int) -> HttpResponse:
     product = product_get_for_user(user=request.user, product_id=product_id)
     filters = _filters(request)
-    page = Paginator(selectors.queue(product=product, filters=filters), GRID_PAGE_SIZE).get_page(
-        request.GET.get("page")
-    )
+    qs = selectors.queue(product=product, filters=filters)
+    page = Paginator(qs, GRID_PAGE_SIZE).get_page(request.GET.get("page"))
+    unreviewed = qs.filter(reviewed_verdict="")
     return render(
         request,
         "review/grid.html",
@@ -344,21 +348,43 @@ def review_grid(request: HttpRequest, product_id: int) -> HttpResponse:
             "types": services.defect_types_live(product=product),
             "batches": product.batches.order_by("-created_at")[:50],
             "page": page,
+            # "All filtered" covers the unreviewed images that existed when the page was drawn (up to BULK_MAX):
+            # the count and the newest id shown travel with the form and are checked again.
+            "all_count": unreviewed.count(),
+            "all_max_id": unreviewed.aggregate(m=Max("id"))["m"] or 0,
+            "bulk_max": BULK_MAX,
         },
     )
 
 
+class BulkRefused(Exception):
+    pass
+
+
 def _bulk_items(request: HttpRequest, *, product: Product, filters: QueueFilters) -> list[tuple[int, int | None]]:
-    """(id, version shown) of the ticked images; for scope=all every image matching the filters now, with its
-    current version (the reviewer saw the count, not each image)."""
+    """(id, version shown) of the ticked images. For scope=all: the unreviewed images matching the filters that
+    existed when the grid was drawn (id <= the newest shown), refused when their number is no longer the one the
+    reviewer saw, or above BULK_MAX; reviewed images are never included (use the ticks to change decisions)."""
     if request.POST.get("scope") == "all":
-        return list(selectors.queue(product=product, filters=filters).values_list("id", "review_version"))
+        expected, max_id = _int(request.POST.get("all_count")), _int(request.POST.get("all_max_id"))
+        if expected is None or max_id is None:
+            raise BulkRefused("reload the grid: the form is missing the count it showed")
+        if expected > BULK_MAX:
+            raise BulkRefused(f"{expected} images at once is more than {BULK_MAX}: narrow the filters (batch, lot)")
+        qs = selectors.queue(product=product, filters=filters).filter(reviewed_verdict="", id__lte=max_id)
+        items = list(qs.values_list("id", "review_version")[: BULK_MAX + 1])
+        if len(items) != expected:
+            raise BulkRefused(
+                f"the filtered set changed since the grid was drawn ({expected} then, {len(items)} now): "
+                "reload and check before applying to all"
+            )
+        return items
     items = []
     for value in request.POST.getlist("items"):
         pk, _, version = value.partition(":")
         if pk.isdigit():
             items.append((int(pk), _int(version)))
-    return items
+    return items[:BULK_MAX]
 
 
 @login_required
@@ -375,7 +401,11 @@ def review_bulk(request: HttpRequest, product_id: int) -> HttpResponse:
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
         return redirect(back)
-    items = _bulk_items(request, product=product, filters=filters)
+    try:
+        items = _bulk_items(request, product=product, filters=filters)
+    except BulkRefused as exc:
+        messages.error(request, str(exc))
+        return redirect(back)
     if not items:
         messages.error(request, "no image selected")
         return redirect(back)

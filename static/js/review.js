@@ -37,8 +37,18 @@
       htmx.ajax("POST", url, { source: form, target: box, swap: "innerHTML", values: values }).then(done, done);
     }
 
+    // A key pressed while the previous answer was in flight belongs to the image the reviewer was looking at.
+    // Decision keys for an image that has since been replaced are dropped, never applied to an image the
+    // reviewer has not seen (a double Enter must not confirm the next image's suggestion unseen).
+    const VIEW_KEYS = /^[hH+=\-]$/;
     function drain() {
-      while (!busy && waiting.length) handle(waiting.shift());
+      let dropped = 0;
+      while (!busy && waiting.length) {
+        const w = waiting.shift();
+        if (w.item !== itemId() && !VIEW_KEYS.test(w.key)) dropped += 1;
+        else handle(w.key);
+      }
+      if (dropped) say("Ignored " + dropped + " key(s) pressed before this image appeared.", "hint");
     }
 
     function setPending(choice) {
@@ -119,7 +129,7 @@
       if (!KEYS.test(e.key)) return;
       e.preventDefault(); // Space scrolls, Backspace may navigate, Enter would press a focused button
       if (document.activeElement && document.activeElement.matches("button, a")) document.activeElement.blur();
-      if (busy) waiting.push(e.key);
+      if (busy) waiting.push({ key: e.key, item: itemId() });
       else handle(e.key);
     });
 

@@ -141,15 +141,25 @@ def test_undo_goes_back_one_decision_at_a_time_and_keeps_the_history(batch, type
     assert ReviewEvent.objects.filter(inspection=a).count() == 4  # 2 decisions (now marked undone) + 2 undos
 
 
-def test_undo_is_refused_when_someone_else_changed_the_image_since(batch, types, owner):
+def test_undo_skips_a_decision_someone_else_changed_since_and_never_overwrites_theirs(batch, types, owner):
     other = UserFactory()
-    i = flagged(batch, 0, seed=1)
-    services.review_decide(inspection_id=i.pk, user=owner, verdict="good", expected_version=0)
+    earlier, changed = flagged(batch, 0, seed=1), flagged(batch, 0, seed=2)
+    services.review_decide(inspection_id=earlier.pk, user=owner, verdict="good", expected_version=0)
+    services.review_decide(inspection_id=changed.pk, user=owner, verdict="good", expected_version=0)
     services.review_decide(
-        inspection_id=i.pk, user=other, verdict="defective", defect_type=types["crack"], expected_version=1
+        inspection_id=changed.pk, user=other, verdict="defective", defect_type=types["crack"], expected_version=1
     )
-    with pytest.raises(ValidationError, match="changed after your decision"):
-        services.review_undo(user=owner, product=batch.product)
+    undone = services.review_undo(user=owner, product=batch.product)
+    assert undone.pk == earlier.pk and undone.reviewed_verdict == ""
+    changed = fresh(changed)
+    assert (changed.reviewed_verdict, changed.confirmed_type, changed.reviewed_by) == (
+        "defective",
+        types["crack"],
+        other,
+    )
+    assert services.review_undo(user=owner, product=batch.product) is None
+    kinds = list(selectors.history(inspection=earlier).values_list("kind", "undone"))
+    assert kinds == [("review", True), ("undo", False)]  # the decision stays in the history, marked undone
 
 
 def test_bulk_applies_to_current_versions_and_reports_stale_ones(batch, types, owner):
@@ -400,3 +410,77 @@ def test_undo_after_a_rename_or_a_merge_restores_the_type_itself(batch, types, o
     undone = services.review_undo(user=owner, product=batch.product)
     assert undone.pk == renamed.pk and undone.confirmed_type == types["crack"]
     assert undone.confirmed_type.name == "fissure"
+
+
+def test_the_reaper_fails_a_version_whose_worker_was_lost_and_resends_a_forgotten_one(
+    product, owner, labelled, monkeypatch
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from inspector.inspections.services import work_reap
+    from inspector.review import tasks
+
+    lost = ClassifierVersion.objects.create(product=product, version=1, status="training")
+    ClassifierVersion.objects.filter(pk=lost.pk).update(started_at=timezone.now() - timedelta(hours=2))
+    forgotten = ClassifierVersion.objects.create(product=product, version=2)
+    ClassifierVersion.objects.filter(pk=forgotten.pk).update(created_at=timezone.now() - timedelta(hours=2))
+    sent = []
+    monkeypatch.setattr(tasks.classifier_train_task, "delay", sent.append)
+    counts = work_reap()
+    assert (counts["classifiers_failed"], counts["classifiers_resent"]) == (1, 1) and sent == [forgotten.pk]
+    lost = fresh(lost)
+    assert lost.status == "failed" and "worker was lost" in lost.error
+    # The product is not blocked: the forgotten version trains when its message arrives.
+    services.classifier_train(version_id=forgotten.pk)
+    assert fresh(forgotten).is_active
+
+
+def test_a_rename_after_training_keeps_the_predictions_on_the_same_type(
+    batch, product, owner, types, labelled, django_capture_on_commit_callbacks
+):
+    train(product, owner, django_capture_on_commit_callbacks)
+    services.defect_type_update(defect_type=types["scratch"], name="scuff")
+    services.defect_type_create(product=product, name="scratch")  # a new type reusing the old name
+    cv = ClassifierVersion.objects.get(product=product)
+    query = flagged(batch, 1, seed=4242)  # near the old scratch direction
+    services.classify_inspections(version=cv, inspections=[query])
+    query = fresh(query)
+    assert query.predicted_type == types["scratch"] and query.predicted_type.name == "scuff"
+    assert query.predicted_ranking[0][0] == "scuff"
+
+
+def test_a_lead_decision_made_while_a_version_trains_is_not_overridden(
+    batch, product, owner, types, labelled, monkeypatch, django_capture_on_commit_callbacks
+):
+    first = train(product, owner, django_capture_on_commit_callbacks)
+    second = train(product, owner, django_capture_on_commit_callbacks)
+    assert fresh(second).is_active
+    real = services.ml.train_classifier
+
+    def train_while_a_lead_rolls_back(*args, **kwargs):
+        services.classifier_rollback(product=product, user=owner)  # v2 -> v1 meanwhile
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(services.ml, "train_classifier", train_while_a_lead_rolls_back)
+    third = train(product, owner, django_capture_on_commit_callbacks)
+    assert third.status == "ready" and not third.is_active and third.decision == "held"
+    assert "changed while this one trained" in third.decision_reason
+    assert fresh(first).is_active
+
+
+def test_keyset_before_and_after_agree_with_the_queue_order(batch):
+    rows = [flagged(batch, 0, seed=s, verdict="review" if s % 4 == 0 else "defective") for s in range(12)]
+    confidences = [None, 0.9, 0.3, 0.3, None, 0.5, 0.95, 0.59, 0.61, None, 0.3, 0.8]
+    for row, c in zip(rows, confidences, strict=True):
+        Inspection.objects.filter(pk=row.pk).update(predicted_confidence=c, predicted_unknown=(c == 0.8))
+    qs = selectors.queue(product=batch.product, filters=selectors.QueueFilters())
+    order = [i.pk for i in qs]
+    for k, row in enumerate(qs):
+        assert [i.pk for i in qs.filter(selectors.after_q(row))] == order[k + 1 :]
+        assert [i.pk for i in qs.filter(selectors.before_q(row))] == order[:k]
+        assert selectors.queue_position(product=batch.product, filters=selectors.QueueFilters(), inspection=row) == (
+            k,
+            len(order),
+        )

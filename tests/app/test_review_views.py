@@ -278,9 +278,16 @@ def test_grid_bulk_assigns_a_type_to_selected_items_and_reports_stale_ones(
     assert first.confirmed_type == scratch and second.reviewed_verdict == "good" and third.reviewed_verdict == ""
 
 
-def test_grid_bulk_can_apply_to_every_filtered_image(client, owner, batch, product):
+def test_grid_bulk_can_apply_to_every_filtered_image_it_showed(client, owner, batch, product):
     client.force_login(owner)
-    response = client.post(url("review-bulk", product), {"scope": "all", "action": "good", "lot": "L-1"}, follow=True)
+    grid = client.get(url("review-grid", product), {"lot": "L-1"})
+    shown = {k: grid.context[k] for k in ("all_count", "all_max_id")}
+    assert shown["all_count"] == 4
+    form = {"scope": "all", "action": "good", "lot": "L-1"}
+    stale = client.post(url("review-bulk", product), form | shown | {"all_count": 3}, follow=True)
+    assert "the filtered set changed" in stale.content.decode()
+    assert set(batch.inspections.values_list("reviewed_verdict", flat=True)) == {""}  # nothing applied
+    response = client.post(url("review-bulk", product), form | shown, follow=True)
     assert "4 of 4 images marked good" in response.content.decode()
     assert set(batch.inspections.values_list("reviewed_verdict", flat=True)) == {"good"}
 

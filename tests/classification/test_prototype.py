@@ -256,3 +256,28 @@ def test_choice_follows_the_measured_record_for_the_nearest_shot_count(monkeypat
     assert "80.0 %" in selection.choose_method(3).reason
     with pytest.raises(ValueError):
         selection.choose_method(0)
+
+
+@pytest.mark.parametrize("mode", ["none", "labelled", "pool"])
+def test_closed_form_leave_one_out_equals_refitting_without_each_example(mode):
+    from classification.prototype import _centre_and_prototypes, _similarities, leave_one_out
+
+    gen = torch.Generator().manual_seed(21)
+    labels = torch.tensor([0, 1, 2] * 4 + [0, 0])  # type sizes 6 / 4 / 4
+    x = F.normalize(torch.randn(14, D, generator=gen) + 2 * class_directions(3)[labels], dim=1)
+    centre = F.normalize(torch.randn(D, generator=gen), dim=0) * 0.3 if mode == "pool" else None
+    center = mode != "none"
+    held, sims = leave_one_out(x, labels, center=center, centre=centre)
+    assert held.tolist() == list(range(14))
+    for row, i in zip(sims, held.tolist(), strict=True):
+        keep = torch.arange(14) != i
+        c, protos = _centre_and_prototypes(x[keep], labels[keep], 3, center, centre)
+        torch.testing.assert_close(row, _similarities(x[i : i + 1], c, protos, center)[0])
+
+
+def test_a_type_with_one_example_is_never_held_out_but_stays_a_candidate():
+    from classification.prototype import leave_one_out
+
+    x = F.normalize(torch.randn(5, D, generator=torch.Generator().manual_seed(3)), dim=1)
+    held, sims = leave_one_out(x, torch.tensor([0, 0, 0, 1, 2]), center=True)
+    assert held.tolist() == [0, 1, 2] and sims.shape == (3, 3)
