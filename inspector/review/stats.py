@@ -17,7 +17,8 @@ The rules, word for word the ones the page shows (RULES):
   review service and skipped). It overrides the machine when the verdicts disagree (reviewer good vs machine review or
   defective; reviewer defective vs machine good) or when the reviewer chose a type that differs from the
   machine's type at that moment (machine_type, the type it ranked first; an "unknown type" prediction,
-  machine_unknown, differs from any chosen type). Reviewed images without such an event (made outside the
+  machine_unknown, differs from any chosen type; a type chosen while no classifier had judged the image is no
+  override). Reviewed images without such an event (made outside the
   review service) are left out and counted apart.
 - Classifier accuracy on confirmed labels, per version v: among images in force reviewed defective with a
   confirmed type whose decision event recorded machine_version = v, the fraction whose machine_type (the type
@@ -75,7 +76,8 @@ RULES = {
     "override": (
         "Among reviewed images, the review decision in force overrides the machine when the verdicts disagree "
         "(good vs review/defective) or when the reviewer chose a type other than the machine's type at that moment "
-        "(an 'unknown type' prediction differs from any chosen type)."
+        "(an 'unknown type' prediction differs from any chosen type; choosing a type for an image no classifier "
+        "had judged yet is not an override)."
     ),
     "classifier_accuracy": (
         "Per classifier version: among images reviewed defective with a confirmed type whose decision recorded "
@@ -96,8 +98,13 @@ TYPE_ID = Case(
 )
 # Review decisions in force that overrode the machine.
 VERDICT_OVERRIDE_Q = Q(new_verdict=GOOD, machine_verdict__in=FLAGGED) | Q(new_verdict=DEFECTIVE, machine_verdict=GOOD)
+# A type decision overrides only a classifier that had spoken (machine_version set): labelling images before any
+# classifier exists is teaching it, not correcting it.
 TYPE_OVERRIDE_Q = (
-    Q(new_verdict=DEFECTIVE) & ~Q(new_type="") & (~Q(new_type=F("machine_type")) | Q(machine_unknown=True))
+    Q(new_verdict=DEFECTIVE)
+    & ~Q(new_type="")
+    & Q(machine_version__isnull=False)
+    & (~Q(new_type=F("machine_type")) | Q(machine_unknown=True))
 )
 
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")

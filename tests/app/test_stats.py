@@ -523,3 +523,12 @@ def test_dashboard_charts_escape_type_names(client, owner, product, support):
     body = client.get(reverse("product-stats", args=[product.pk]), {"from": "2025-03-01", "to": "2025-03-09"})
     html = body.content.decode()
     assert "<b>bold</b>" not in html and "&lt;b&gt;bold&lt;/b&gt;" in html and '"><svg>' not in html
+
+
+def test_a_type_chosen_before_any_classifier_spoke_is_not_an_override(product, support, owner):
+    batch = make_batch(product, support, datetime(2025, 3, 3, 9, tzinfo=UTC))
+    crack = DefectType.objects.create(product=product, name="crack")
+    first = make_image(batch, "first.png", "defective")  # flagged, no classifier yet
+    review_decide(inspection_id=first.pk, user=owner, verdict="defective", defect_type=crack, expected_version=0)
+    o = stats.product_stats(product=product, filters=all_dates()).override
+    assert (o.decisions, o.overrides, o.rate_pct) == (1, 0, 0.0)

@@ -281,3 +281,10 @@ def test_a_type_with_one_example_is_never_held_out_but_stays_a_candidate():
     x = F.normalize(torch.randn(5, D, generator=torch.Generator().manual_seed(3)), dim=1)
     held, sims = leave_one_out(x, torch.tensor([0, 0, 0, 1, 2]), center=True)
     assert held.tolist() == [0, 1, 2] and sims.shape == (3, 3)
+
+
+def test_too_few_held_out_similarities_fall_back_to_the_between_types_rule():
+    directions = class_directions(3, seed=30)
+    few = PrototypeClassifier(PrototypeConfig(min_calibration=9)).fit(make_examples(directions, per_type=2, seed=31))
+    enough = PrototypeClassifier(PrototypeConfig(min_calibration=9)).fit(make_examples(directions, per_type=3, seed=31))
+    assert (few.threshold_rule, enough.threshold_rule) == ("between-types", "leave-one-out")
