@@ -56,6 +56,22 @@ def page(live_server, monkeypatch):
         page.goto("about:blank")  # no request in flight when the live server and the test database go
         browser.close()
     connections.close_all()
+    _end_live_server_sessions()
+
+
+def _end_live_server_sessions() -> None:
+    """A live-server thread whose request the browser abandoned (an image preload cut short by the next page)
+    never reaches request_finished, so its PostgreSQL session outlives it and blocks dropping the test
+    database. End such sessions of this test database (PostgreSQL only; SQLite has no sessions)."""
+    connection = connections["default"]
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    connection.close()
 
 
 def log_in(page, live_server, user) -> None:
