@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 from django.db import connections
 
@@ -11,23 +9,10 @@ from inspector.inspections import services as inspection_services
 from inspector.inspections.models import Inspection
 from inspector.inspections.tasks import inspection_process_task
 
+from .chromium import BROWSER_MARKS, CHROMIUM, CHROMIUM_ARGS
 from .factories import TeamFactory, UserFactory, png_bytes
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)"),
-]
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+pytestmark = BROWSER_MARKS
 
 
 @pytest.fixture

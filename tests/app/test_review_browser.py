@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import shutil
 import time
 from contextlib import nullcontext
 
@@ -17,24 +16,11 @@ from django.urls import NoReverseMatch, reverse
 from inspector.inspections.models import Inspection
 from inspector.review import services as review_services
 
+from .chromium import BROWSER_MARKS, CHROMIUM, CHROMIUM_ARGS
 from .factories import ProductFactory, TeamFactory, UserFactory
 from .test_review_views import flagged_batch
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)"),
-]
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+pytestmark = BROWSER_MARKS
 
 
 def no_capture(execute: bool):
