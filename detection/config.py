@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-METHODS = ("fastrecon", "patchcore")
+METHODS = ("fastrecon", "patchcore", "patchcore_plus")
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,15 @@ class DetectorConfig:
     # PatchCore (Roth et al. 2022): memory bank = greedy coreset of this fraction of the support patches.
     # It is always built: it gives the nearest normal patch that defect-type residuals need.
     patchcore_coreset_ratio: float = 0.1
+    # PatchCore+ (detection/patchcore_plus.py): paper settings lambda 0.3, bank ratio 0.05, 10 EM iterations.
+    # m_steps gradient steps on W per M-step; Sinkhorn eps relative to the mean initial cost; temperature of
+    # the soft nearest-prototype initialisation of W, relative to the query's mean nearest squared distance.
+    patchcore_plus_lambda: float = 0.3
+    patchcore_plus_coreset_ratio: float = 0.05
+    patchcore_plus_iterations: int = 10
+    patchcore_plus_m_steps: int = 3
+    patchcore_plus_eps: float = 0.05
+    patchcore_plus_temperature: float = 1.0
     # Random projection used only to choose coreset points (approximate greedy k-center).
     coreset_projection_dim: int = 128
     gaussian_sigma: float = 4.0
@@ -47,7 +56,14 @@ class DetectorConfig:
             raise ValueError(f"image_size must be a multiple of 16 and >= 32, got {self.image_size}")
         if self.fastrecon_lambda < 0:
             raise ValueError("fastrecon_lambda must be >= 0")
-        for name in ("fastrecon_coreset_ratio", "patchcore_coreset_ratio", "fastrecon_max_coreset_fraction"):
+        if self.patchcore_plus_lambda < 0:
+            raise ValueError("patchcore_plus_lambda must be >= 0")
+        if self.patchcore_plus_iterations < 0 or self.patchcore_plus_m_steps < 0:
+            raise ValueError("patchcore_plus_iterations and patchcore_plus_m_steps must be >= 0")
+        if self.patchcore_plus_eps <= 0 or self.patchcore_plus_temperature <= 0:
+            raise ValueError("patchcore_plus_eps and patchcore_plus_temperature must be > 0")
+        names = ("fastrecon_coreset_ratio", "patchcore_coreset_ratio", "patchcore_plus_coreset_ratio")
+        for name in (*names, "fastrecon_max_coreset_fraction"):
             value = getattr(self, name)
             if not 0 < value <= 1:
                 raise ValueError(f"{name} must be in (0, 1], got {value}")
@@ -61,6 +77,11 @@ class DetectorConfig:
             raise ValueError("log-spread floors must be > 0")
         if self.batch_size < 1 or self.coreset_projection_dim < 1 or self.gaussian_sigma < 0:
             raise ValueError("batch_size and coreset_projection_dim must be >= 1, gaussian_sigma >= 0")
+
+    @property
+    def bank_ratio(self) -> float:
+        """Memory-bank coreset ratio of the configured method (FastRecon keeps PatchCore's bank)."""
+        return self.patchcore_plus_coreset_ratio if self.method == "patchcore_plus" else self.patchcore_coreset_ratio
 
     @property
     def feature_grid(self) -> int:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from detection import fastrecon
+from detection import fastrecon, patchcore_plus
 from detection.backbone import FeatureExtractor, PatchFeatures, load_resnet50
 from detection.config import DetectorConfig
 from detection.coreset import greedy_coreset
@@ -218,7 +218,7 @@ class Detector:
             rule = "leave-one-out"
             for i in range(k):
                 rest = torch.cat([patches[:i], patches[i + 1 :]])
-                sub = self._fit_patches(rest, (h, w), with_bank=cfg.method == "patchcore")
+                sub = self._fit_patches(rest, (h, w), with_bank=cfg.method != "fastrecon")
                 scores.append(float(self._patch_scores(sub, patches[i : i + 1]).max()))
         else:
             rule = "augmented-single"
@@ -247,7 +247,7 @@ class Detector:
         cfg = self.config
         k, n_pos, dim = patches.shape
         flat = patches.reshape(k * n_pos, dim)
-        n_bank = max(1, round(cfg.patchcore_coreset_ratio * k * n_pos)) if with_bank else 0
+        n_bank = max(1, round(cfg.bank_ratio * k * n_pos)) if with_bank else 0
         c = 0
         if cfg.method == "fastrecon":
             c = fastrecon.coreset_size(k * n_pos, dim, cfg.fastrecon_coreset_ratio, cfg.fastrecon_max_coreset_fraction)
@@ -275,6 +275,18 @@ class Detector:
         """(B, R, D) -> (B, R) patch scores under the fitted method."""
         if fitted.config.method == "fastrecon":
             return fastrecon.patch_scores(fitted.projector(), patches)
+        cfg = fitted.config
+        if cfg.method == "patchcore_plus":
+            return patchcore_plus.patch_scores(
+                patches,
+                fitted.memory_bank,
+                lam=cfg.patchcore_plus_lambda,
+                iterations=cfg.patchcore_plus_iterations,
+                m_steps=cfg.patchcore_plus_m_steps,
+                eps_rel=cfg.patchcore_plus_eps,
+                temperature=cfg.patchcore_plus_temperature,
+                batch=cfg.batch_size,
+            )
         b, r, d = patches.shape
         dist, _ = nearest_neighbours(patches.reshape(b * r, d), fitted.memory_bank)
         return dist.view(b, r)

@@ -171,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         "--ratio", type=float, default=DetectorConfig.fastrecon_coreset_ratio, help="FastRecon coreset ratio"
     )
     parser.add_argument(
-        "--bank-ratio", type=float, default=DetectorConfig.patchcore_coreset_ratio, help="PatchCore coreset ratio"
+        "--bank-ratio",
+        type=float,
+        help="PatchCore / PatchCore+ memory-bank coreset ratio (default: the config's, per method)",
     )
     parser.add_argument("--max-coreset-fraction", type=float, default=DetectorConfig.fastrecon_max_coreset_fraction)
     parser.add_argument("--json", type=Path, help="write the results here")
@@ -188,9 +190,11 @@ def main(argv: list[str] | None = None) -> int:
         image_size=args.size,
         fastrecon_lambda=args.lam,
         fastrecon_coreset_ratio=args.ratio,
-        patchcore_coreset_ratio=args.bank_ratio,
         fastrecon_max_coreset_fraction=args.max_coreset_fraction,
     )
+    if args.bank_ratio is not None:
+        field = "patchcore_plus_coreset_ratio" if args.method == "patchcore_plus" else "patchcore_coreset_ratio"
+        config = replace(config, **{field: args.bank_ratio})
     detector = Detector(config, weights=args.weights)
     result = evaluate(args.data, detector, args.shots, args.seeds)
     print(format_table(result))
