@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
@@ -157,6 +158,15 @@ class Detector:
         self.device = torch.device(device) if device is not None else default_device()
         model = load_resnet50(weights) if resnet is None else resnet
         self.extractor = FeatureExtractor(model).to(self.device)
+
+    def with_method(self, method: str) -> Detector:
+        """The same backbone (shared, not copied) under another detection method: one backbone per process
+        serves products that use different detectors."""
+        if method == self.config.method:
+            return self
+        other = copy.copy(self)
+        other.config = replace(self.config, method=method)
+        return other
 
     # -- features ---------------------------------------------------------------------------------------
 

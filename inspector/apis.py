@@ -23,6 +23,7 @@ from inspector.products.models import Product, SupportSet
 class SupportSetOut(serializers.Serializer):
     version = serializers.IntegerField()
     status = serializers.CharField()
+    method = serializers.CharField()
     n_images = serializers.IntegerField()
     thresholds = serializers.JSONField(allow_null=True)
     error = serializers.CharField()
@@ -33,6 +34,7 @@ class ProductOut(serializers.Serializer):
     name = serializers.CharField()
     description = serializers.CharField()
     team = serializers.CharField()
+    detector_method = serializers.CharField(help_text="the method new support-set versions are fitted with")
     support_set = SupportSetOut(allow_null=True)
 
 
@@ -86,6 +88,7 @@ def _support_set_out(support_set: SupportSet | None) -> dict | None:
     return {
         "version": support_set.version,
         "status": support_set.status,
+        "method": support_set.method,
         "n_images": support_set.n_images,
         "thresholds": support_set.thresholds,
         "error": support_set.error,
@@ -100,6 +103,7 @@ def _products_out(products: list[Product]) -> list[dict]:
             "name": p.name,
             "description": p.description,
             "team": p.team.name,
+            "detector_method": p.method,
             "support_set": _support_set_out(latest.get(p.pk)),
         }
         for p in products
@@ -205,3 +209,23 @@ class BatchDetailApi(APIView):
     def get(self, request: Request, batch_id: int) -> Response:
         batch = inspection_selectors.batch_get_for_user(user=request.user, batch_id=batch_id)
         return Response(_batch_out(request, batch))
+
+
+class DetectorIn(serializers.Serializer):
+    method = serializers.CharField(help_text="fastrecon | patchcore | patchcore_plus")
+
+
+class ProductDetectorApi(APIView):
+    @extend_schema(request=DetectorIn, responses=ProductOut)
+    def post(self, request: Request, product_id: int) -> Response:
+        """Switch the product's detector: its newest good images are fitted again with it as a new version."""
+        product = product_selectors.product_get_for_user(user=request.user, product_id=product_id)
+        data = DetectorIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            product_services.product_detector_set(
+                product=product, user=request.user, method=data.validated_data["method"]
+            )
+        except ValidationError as exc:
+            raise ApiValidationError(exc.message_dict) from None
+        return Response(_products_out([product])[0])

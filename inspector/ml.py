@@ -38,6 +38,7 @@ from classification.prototype import (
 from classification.residuals import ResidualSample
 from classification.selection import choose_method
 from detection import Detector, DetectorConfig, FittedSupport, Thresholds
+from detection.config import METHODS as DETECTOR_METHODS
 from detection.images import load_rgb
 
 _lock = threading.Lock()
@@ -90,8 +91,10 @@ def _read(name: str) -> np.ndarray:
         return load_rgb(im, name=name)
 
 
-def fit_support(image_names: list[str]) -> FitResult:
-    detector = get_detector()
+def fit_support(image_names: list[str], method: str | None = None) -> FitResult:
+    """Fit a support set with `method` (the product's detector; None: the configured default). Prediction needs
+    no method: a fitted support set carries its own configuration."""
+    detector = get_detector() if method is None else get_detector().with_method(method)
     images = [_read(n) for n in image_names]
     start = time.perf_counter()
     fitted = detector.fit(images)
@@ -213,6 +216,10 @@ def render_heatmap(rgb: np.ndarray, amap: np.ndarray, thresholds: Thresholds) ->
     if not ok:
         raise RuntimeError("heatmap encoding failed")
     return encoded.tobytes()
+
+
+def detector_methods() -> tuple[str, ...]:
+    return DETECTOR_METHODS
 
 
 def weights_available() -> bool:

@@ -33,6 +33,8 @@ class Product(models.Model):
     description = models.TextField(blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
+    # The detection method new support-set versions are fitted with; blank = INSPECTOR_DETECTOR_METHOD.
+    detector_method = models.CharField(max_length=20, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["team", "name"], name="product_name_unique_in_team")]
@@ -40,6 +42,10 @@ class Product(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def method(self) -> str:
+        return self.detector_method or settings.INSPECTOR_DETECTOR_METHOD
 
 
 class SupportSet(models.Model):

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -130,7 +130,7 @@ def support_set_create(
             Product.objects.select_for_update().filter(pk=product.pk).first()
             version = (product.support_sets.aggregate(v=Max("version"))["v"] or 0) + 1
             support_set = SupportSet.objects.create(
-                product=product, version=version, method=settings.INSPECTOR_DETECTOR_METHOD, created_by=user
+                product=product, version=version, method=product.method, created_by=user
             )
             SupportImage.objects.bulk_create(
                 SupportImage(
@@ -148,6 +148,50 @@ def support_set_create(
     return support_set, upload.rejected_for_display()
 
 
+def support_set_from_images(*, product: Product, user, images: Sequence) -> SupportSet:
+    """A new support-set version of images already stored (support images or inspections: anything with image,
+    original_name, checksum, width, height; the files are shared, not copied), fitted with the product's current
+    detector; fitting is queued on commit."""
+    from inspector.products.tasks import support_set_fit_task
+
+    with transaction.atomic():
+        Product.objects.select_for_update().filter(pk=product.pk).first()
+        version = (product.support_sets.aggregate(v=Max("version"))["v"] or 0) + 1
+        support_set = SupportSet.objects.create(
+            product=product, version=version, method=product.method, created_by=user
+        )
+        SupportImage.objects.bulk_create(
+            SupportImage(
+                support_set=support_set,
+                position=position,
+                image=img.image.name,
+                original_name=img.original_name,
+                checksum=img.checksum,
+                width=img.width,
+                height=img.height,
+            )
+            for position, img in enumerate(images)
+        )
+        enqueue_on_commit(support_set_fit_task, [support_set.pk])
+    return support_set
+
+
+def product_detector_set(*, product: Product, user, method: str) -> SupportSet | None:
+    """Switch the product's detector. Its newest support set's good images are fitted again with the new method
+    as a new version (detection needs no training), so the switch takes effect once that fit is ready; earlier
+    batches keep the version that judged them. Returns the new version, or None if there was nothing to refit."""
+    if method not in ml.detector_methods():
+        raise ValidationError({"method": f"detector must be one of {list(ml.detector_methods())}"})
+    if method == product.method:
+        return None
+    Product.objects.filter(pk=product.pk).update(detector_method=method)
+    product.detector_method = method
+    latest = product.support_sets.order_by("-version").first()
+    if latest is None:
+        return None
+    return support_set_from_images(product=product, user=user, images=list(latest.images.order_by("position")))
+
+
 def support_set_fit(*, support_set_id: int) -> None:
     """Fit the detector on a pending support set. Idempotent: only the caller that claims it does the work."""
     claimed = SupportSet.objects.filter(pk=support_set_id, status=SupportSet.Status.PENDING).update(
@@ -158,7 +202,7 @@ def support_set_fit(*, support_set_id: int) -> None:
     try:
         support_set = SupportSet.objects.get(pk=support_set_id)
         names = [img.image.name for img in support_set.images.order_by("position")]
-        result = ml.fit_support(names)
+        result = ml.fit_support(names, support_set.method or None)
         state_name = default_storage.save(
             f"support-state/{support_set.product_id}/v{support_set.version}-{uuid.uuid4().hex}.pt",
             ContentFile(result.state),

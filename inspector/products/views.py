@@ -42,6 +42,7 @@ def product_detail(request: HttpRequest, product_id: int) -> HttpResponse:
         "support_images": latest.images.all() if latest else [],
         "batches": product.batches.select_related("uploaded_by")[:20],
         "polling": latest is not None and latest.status in ("pending", "fitting"),
+        "detector_methods": DETECTOR_LABELS,
     }
     # When fitting ends the page reloads: the batch form is shown only with a ready support set.
     return render_polled(
@@ -67,4 +68,27 @@ def support_upload(request: HttpRequest, product_id: int) -> HttpResponse:
         messages.success(request, f"Support set v{support_set.version}: {support_set.images.count()} images, fitting.")
         for r in rejected:
             messages.warning(request, f"{r.name}: {r.reason}")
+    return redirect("product-detail", product_id=product.pk)
+
+
+DETECTOR_LABELS = {
+    "fastrecon": "FastRecon (default: training-free regression onto the good patches)",
+    "patchcore": "PatchCore (nearest good patch)",
+    "patchcore_plus": "PatchCore+ (optimal-transport refinement; about 2 s per image on a CPU)",
+}
+
+
+@login_required
+@require_POST
+def product_detector(request: HttpRequest, product_id: int) -> HttpResponse:
+    product = selectors.product_get_for_user(user=request.user, product_id=product_id)
+    try:
+        refit = services.product_detector_set(product=product, user=request.user, method=request.POST.get("method", ""))
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect("product-detail", product_id=product.pk)
+    if refit is not None:
+        messages.success(
+            request, f"Detector changed: the good images are fitted again as support set v{refit.version}."
+        )
     return redirect("product-detail", product_id=product.pk)

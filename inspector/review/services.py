@@ -22,8 +22,8 @@ from django.utils import timezone
 
 from inspector import ml
 from inspector.inspections.models import Inspection
-from inspector.products.models import DefectType, Product, SupportImage, SupportSet
-from inspector.products.services import enqueue_on_commit
+from inspector.products.models import DefectType, Product, SupportSet
+from inspector.products.services import enqueue_on_commit, support_set_from_images
 from inspector.review.models import ClassifierVersion, ReviewEvent
 
 log = logging.getLogger(__name__)
@@ -720,7 +720,6 @@ def false_alarms_to_support(*, product: Product, user) -> SupportSet:
     """A new support-set version: the active one's good images plus every confirmed false alarm (judged
     review/defective, confirmed good) not already in it. Fitting re-calibrates the thresholds; no training."""
     from inspector.products.selectors import support_set_active
-    from inspector.products.tasks import support_set_fit_task
 
     active = support_set_active(product=product)
     if active is None:
@@ -738,18 +737,5 @@ def false_alarms_to_support(*, product: Product, user) -> SupportSet:
     ]
     if not alarms:
         raise ValidationError("no confirmed false alarm that is not already a good image")
-    with transaction.atomic():
-        Product.objects.select_for_update().filter(pk=product.pk).first()
-        version = (product.support_sets.aggregate(v=Max("version"))["v"] or 0) + 1
-        support_set = SupportSet.objects.create(
-            product=product, version=version, method=settings.INSPECTOR_DETECTOR_METHOD, created_by=user
-        )
-        # Files are shared with the originals (never deleted by the app), so no copy is needed.
-        sources = [(img.image.name, img.original_name, img.checksum, img.width, img.height) for img in current]
-        sources += [(i.image.name, i.original_name, i.checksum, i.width, i.height) for i in alarms]
-        SupportImage.objects.bulk_create(
-            SupportImage(support_set=support_set, position=p, image=n, original_name=o, checksum=c, width=w, height=h)
-            for p, (n, o, c, w, h) in enumerate(sources)
-        )
-        enqueue_on_commit(support_set_fit_task, [support_set.pk])
-    return support_set
+    # Inspections and support images have the same stored-file fields: the helper takes either.
+    return support_set_from_images(product=product, user=user, images=current + alarms)

@@ -67,3 +67,17 @@ def test_token_auth_works(owner, team):
 def test_openapi_schema_is_served(api):
     r = api.get("/api/schema/")
     assert r.status_code == 200 and b"/api/batches/{batch_id}/" in r.content
+
+
+def test_the_detector_is_switched_per_product_through_the_api(api, owner, team, other):
+    from rest_framework.test import APIClient
+
+    product = api.post("/api/products/", {"name": "Cap"}, format="json").json()
+    assert product["detector_method"] == "fastrecon"
+    url = f"/api/products/{product['id']}/detector/"
+    switched = api.post(url, {"method": "patchcore"}, format="json")
+    assert switched.status_code == 200 and switched.json()["detector_method"] == "patchcore"
+    assert api.post(url, {"method": "nope"}, format="json").status_code == 400
+    stranger = APIClient()
+    stranger.force_authenticate(other)
+    assert stranger.post(url, {"method": "fastrecon"}, format="json").status_code == 403

@@ -59,7 +59,7 @@ def test_fit_is_claimed_once(owner, team, django_capture_on_commit_callbacks, mo
     support_set, _ = services.support_set_create(product=product, user=owner, files=[upload("a.png", png_bytes(1))])
     calls = []
     real = services.ml.fit_support
-    monkeypatch.setattr(services.ml, "fit_support", lambda names: calls.append(names) or real(names))
+    monkeypatch.setattr(services.ml, "fit_support", lambda names, method: calls.append(names) or real(names, method))
     services.support_set_fit(support_set_id=support_set.pk)
     services.support_set_fit(support_set_id=support_set.pk)
     assert len(calls) == 1
@@ -73,7 +73,7 @@ def test_a_failing_fit_is_visible_with_its_reason(owner, team, monkeypatch):
     product = ProductFactory(team=team)
     support_set, _ = services.support_set_create(product=product, user=owner, files=[upload("a.png", png_bytes(1))])
 
-    def boom(names):
+    def boom(names, method):
         raise FileNotFoundError("backbone weights not found; run make setup")
 
     monkeypatch.setattr(services.ml, "fit_support", boom)
@@ -81,3 +81,34 @@ def test_a_failing_fit_is_visible_with_its_reason(owner, team, monkeypatch):
     support_set.refresh_from_db()
     assert support_set.status == SupportSet.Status.FAILED
     assert "make setup" in support_set.error
+
+
+@pytest.mark.parametrize("method", ["patchcore", "patchcore_plus"])
+def test_switching_the_detector_refits_the_good_images_as_a_new_version_with_it(
+    owner, team, method, django_capture_on_commit_callbacks
+):
+    from inspector.inspections import services as inspection_services
+
+    product = ProductFactory(team=team)
+    with django_capture_on_commit_callbacks(execute=True):
+        first, _ = services.support_set_create(
+            product=product, user=owner, files=[upload(f"g{i}.png", png_bytes(i)) for i in range(3)]
+        )
+    assert first.method == "fastrecon"
+    with django_capture_on_commit_callbacks(execute=True):
+        refit = services.product_detector_set(product=product, user=owner, method=method)
+    refit = SupportSet.objects.get(pk=refit.pk)
+    assert (refit.version, refit.method, refit.status) == (2, method, "ready")
+    assert list(refit.images.values_list("image", flat=True)) == list(first.images.values_list("image", flat=True))
+    product.refresh_from_db()
+    assert product.method == method
+    with django_capture_on_commit_callbacks(execute=True):
+        batch = inspection_services.batch_create(
+            product=product, user=owner, files=[upload("a.png", png_bytes(9)), upload("b.png", png_bytes(8, True))]
+        )
+    good, bad = batch.inspections.order_by("id")
+    assert batch.support_set == refit and good.status == bad.status == "done"
+    assert bad.score > good.score
+    assert services.product_detector_set(product=product, user=owner, method=method) is None  # already in use
+    with pytest.raises(ValidationError, match="detector must be one of"):
+        services.product_detector_set(product=product, user=owner, method="winclip")

@@ -151,3 +151,11 @@ def test_fit_on_gpu_save_load_on_cpu_predict_on_gpu(resnet, tmp_path):
     cpu = Detector(DetectorConfig(image_size=64), resnet=random_resnet(), device="cpu")
     q = cpu.predict(loaded, _goods(1, seed=5))[0]
     assert q.score == pytest.approx(p.score, rel=1e-2)
+
+
+def test_with_method_shares_the_backbone_and_changes_only_the_method(resnet):
+    base = Detector(DetectorConfig(image_size=64), resnet=resnet, device="cpu")
+    other = base.with_method("patchcore_plus")
+    assert other.extractor is base.extractor and other.config.method == "patchcore_plus"
+    assert base.config.method == "fastrecon" and base.with_method("fastrecon") is base
+    assert other.config == DetectorConfig(image_size=64, method="patchcore_plus")
