@@ -298,6 +298,24 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------------------- shared by the evaluator CLIs
+
+
+def start_run(threads: int | None, quiet: tuple[str, ...] = ()) -> None:
+    """Logging for a command-line run (the per-image loggers silenced) and the torch CPU thread count."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for name in ("detection.detector", "classification.prototype", *quiet):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def write_json(path: Path | None, result: dict) -> None:
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Few-shot defect-type classification evaluation (MVTec AD layout).")
     parser.add_argument("data", type=Path)
@@ -326,11 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     add_weights_argument(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("detection.detector").setLevel(logging.WARNING)
-    logging.getLogger("classification.prototype").setLevel(logging.WARNING)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    start_run(args.threads)
     config = PrototypeConfig(
         source=args.source,
         weighting=args.weighting,
@@ -360,9 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     evaluated["timing"].update(det_timing)
     result.update(evaluated)
     print(format_table(result))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json, result)
     return 0
 
 

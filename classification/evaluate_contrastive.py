@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import logging
 import statistics
 import sys
@@ -45,6 +44,8 @@ from classification.evaluate import (
     residual_samples,
     seed_result,
     shots_row,
+    start_run,
+    write_json,
 )
 from classification.prototype import PrototypeConfig
 from classification.residuals import ResidualSample
@@ -138,11 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     add_weights_argument(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("detection.detector").setLevel(logging.WARNING)
-    logging.getLogger("classification.prototype").setLevel(logging.WARNING)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    start_run(args.threads)
 
     enc_config = EncoderConfig()
     pre_config = replace(
@@ -206,9 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     result.update(evaluated)
     print(format_table(result))
     print(f"pretrain details: {result['pretrain']}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json, result)
     return 0
 
 

@@ -30,7 +30,6 @@ splits come from evaluate_prototype's own seeds.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import sys
@@ -40,9 +39,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from classification.evaluate import evaluate_prototype, format_table
+from classification.evaluate import evaluate_prototype, format_table, start_run, write_json
 from classification.prototype import PrototypeConfig
 from classification.residuals import ResidualSample
 from classification.synthetic import IMAGE_SUFFIXES, SyntheticDefectGenerator, TextureBank
@@ -258,11 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     add_weights_argument(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for noisy in ("detection.detector", "classification.prototype", "classification.synthetic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    start_run(args.threads, quiet=("classification.synthetic",))
 
     if args.product is not None:
         bank = product_images(args.product, args.bank_size, args.bank_seed)
@@ -306,9 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         f"held-out types: {', '.join(result['heldout_types'])}; synthetic images {tm['synth_ms']:.0f} ms/image; "
         f"total {tm['total_s']:.1f} s"
     )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json, result)
     return 0
 
 

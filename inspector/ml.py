@@ -19,7 +19,6 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -104,18 +103,28 @@ def fit_support(image_names: list[str], method: str | None = None) -> FitResult:
     return FitResult(buf.getvalue(), fitted.thresholds.to_dict(), seconds)
 
 
+def _cached(cache: OrderedDict, key: int, load):
+    """An LRU of FITTED_CACHE_SIZE loaded objects per process (support sets and classifier versions are
+    immutable once ready, so an id names its content); loading runs outside the lock."""
+    with _lock:
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+    value = load()
+    with _lock:
+        cache[key] = value
+        while len(cache) > FITTED_CACHE_SIZE:
+            cache.popitem(last=False)
+    return value
+
+
+def _read_bytes(name: str) -> io.BytesIO:
+    with default_storage.open(name, "rb") as fh:
+        return io.BytesIO(fh.read())
+
+
 def _fitted_for(support_set_id: int, state_name: str) -> FittedSupport:
-    with _lock:
-        if support_set_id in _fitted:
-            _fitted.move_to_end(support_set_id)
-            return _fitted[support_set_id]
-    with default_storage.open(state_name, "rb") as fh:
-        fitted = FittedSupport.load(io.BytesIO(fh.read()))
-    with _lock:
-        _fitted[support_set_id] = fitted
-        while len(_fitted) > FITTED_CACHE_SIZE:
-            _fitted.popitem(last=False)
-    return fitted
+    return _cached(_fitted, support_set_id, lambda: FittedSupport.load(_read_bytes(state_name)))
 
 
 def inspect(image_name: str, *, support_set_id: int, state_name: str) -> InspectResult:
@@ -174,17 +183,11 @@ def train_classifier(examples: dict[str, list[bytes]], pool: list[bytes]) -> Tra
 
 
 def _classifier_for(version_id: int, payload_name: str) -> PrototypeClassifier:
-    with _lock:
-        if version_id in _classifiers:
-            _classifiers.move_to_end(version_id)
-            return _classifiers[version_id]
-    with default_storage.open(payload_name, "rb") as fh:
-        clf = PrototypeClassifier.from_payload(torch.load(io.BytesIO(fh.read()), map_location="cpu", weights_only=True))
-    with _lock:
-        _classifiers[version_id] = clf
-        while len(_classifiers) > FITTED_CACHE_SIZE:
-            _classifiers.popitem(last=False)
-    return clf
+    def load() -> PrototypeClassifier:
+        payload = torch.load(_read_bytes(payload_name), map_location="cpu", weights_only=True)
+        return PrototypeClassifier.from_payload(payload)
+
+    return _cached(_classifiers, version_id, load)
 
 
 def classify(embeddings: list[bytes], *, version_id: int, payload_name: str) -> list[TypePrediction]:
@@ -220,7 +223,3 @@ def render_heatmap(rgb: np.ndarray, amap: np.ndarray, thresholds: Thresholds) ->
 
 def detector_methods() -> tuple[str, ...]:
     return DETECTOR_METHODS
-
-
-def weights_available() -> bool:
-    return Path(settings.INSPECTOR_WEIGHTS).is_file()

@@ -118,33 +118,15 @@ def support_set_create(
     *, product: Product, user, files: Iterable[tuple[str, BinaryIO]]
 ) -> tuple[SupportSet, list[RejectedUpload]]:
     """A new support-set version from uploaded good images; fitting is queued once the rows are committed."""
-    from inspector.products.tasks import support_set_fit_task
-
     with stored_uploads(files=files, prefix="support") as upload:
         if not upload.images:
             reasons = "; ".join(f"{r.name}: {r.reason}" for r in upload.rejected_for_display()) or "no files"
             raise ValidationError(f"no usable image in the upload ({reasons})")
-        with transaction.atomic():
-            # Lock the product row so two uploads cannot take the same version number (PostgreSQL; SQLite
-            # transactions are IMMEDIATE, which serialises writers).
-            Product.objects.select_for_update().filter(pk=product.pk).first()
-            version = (product.support_sets.aggregate(v=Max("version"))["v"] or 0) + 1
-            support_set = SupportSet.objects.create(
-                product=product, version=version, method=product.method, created_by=user
-            )
-            SupportImage.objects.bulk_create(
-                SupportImage(
-                    support_set=support_set,
-                    position=position,
-                    image=image.name,
-                    original_name=image.original_name[-255:],
-                    checksum=image.checksum,
-                    width=image.width,
-                    height=image.height,
-                )
-                for position, image in enumerate(upload.images)
-            )
-            enqueue_on_commit(support_set_fit_task, [support_set.pk])
+        support_set = _support_set_new(
+            product=product,
+            user=user,
+            rows=[(i.name, i.original_name, i.checksum, i.width, i.height) for i in upload.images],
+        )
     return support_set, upload.rejected_for_display()
 
 
@@ -152,9 +134,18 @@ def support_set_from_images(*, product: Product, user, images: Sequence) -> Supp
     """A new support-set version of images already stored (support images or inspections: anything with image,
     original_name, checksum, width, height; the files are shared, not copied), fitted with the product's current
     detector; fitting is queued on commit."""
+    rows = [(i.image.name, i.original_name, i.checksum, i.width, i.height) for i in images]
+    return _support_set_new(product=product, user=user, rows=rows)
+
+
+def _support_set_new(*, product: Product, user, rows: list[tuple[str, str, str, int, int]]) -> SupportSet:
+    """The next support-set version of stored files ((name, original name, checksum, width, height) each), fitted
+    with the product's current detector once the rows are committed."""
     from inspector.products.tasks import support_set_fit_task
 
     with transaction.atomic():
+        # Lock the product row so two requests cannot take the same version number (PostgreSQL; SQLite
+        # transactions are IMMEDIATE, which serialises writers).
         Product.objects.select_for_update().filter(pk=product.pk).first()
         version = (product.support_sets.aggregate(v=Max("version"))["v"] or 0) + 1
         support_set = SupportSet.objects.create(
@@ -164,13 +155,13 @@ def support_set_from_images(*, product: Product, user, images: Sequence) -> Supp
             SupportImage(
                 support_set=support_set,
                 position=position,
-                image=img.image.name,
-                original_name=img.original_name,
-                checksum=img.checksum,
-                width=img.width,
-                height=img.height,
+                image=name,
+                original_name=original[-255:],
+                checksum=checksum,
+                width=width,
+                height=height,
             )
-            for position, img in enumerate(images)
+            for position, (name, original, checksum, width, height) in enumerate(rows)
         )
         enqueue_on_commit(support_set_fit_task, [support_set.pk])
     return support_set

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema, inline_serializer
@@ -156,7 +157,7 @@ def inspection_out(request: Request, i: Inspection) -> dict:
 def _inspection(request: Request, inspection_id: int) -> Inspection:
     inspection_get_for_user(user=request.user, inspection_id=inspection_id)  # 404 / 403
     return Inspection.objects.select_related(
-        "predicted_type", "confirmed_type", "reviewed_by", "classifier_version"
+        "batch", "predicted_type", "confirmed_type", "reviewed_by", "classifier_version"
     ).get(pk=inspection_id)
 
 
@@ -183,8 +184,9 @@ class ReviewApi(APIView):
         name = data.validated_data.get("defect_type")
         defect_type = None
         if name:
-            product = Product.objects.get(batches__inspections=inspection)
-            defect_type = product.defect_types.filter(name=name).first()
+            defect_type = DefectType.objects.filter(
+                product_id=inspection.batch.product_id, name=name, merged_into__isnull=True
+            ).first()
             if defect_type is None:
                 raise ApiValidationError({"defect_type": f"no defect type named {name!r} in this product"})
         try:
@@ -237,8 +239,6 @@ ClassifierOut = inline_serializer(
 
 
 def classifier_out(product: Product) -> dict:
-    from django.conf import settings
-
     versions = list(selectors.classifier_versions(product=product))
     active = next((v.version for v in versions if v.is_active), None)
     return {

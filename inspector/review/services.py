@@ -184,10 +184,19 @@ def defect_types_live(*, product: Product) -> list[DefectType]:
 
 def lease_take(*, inspection: Inspection, user) -> bool:
     """Hold the image for `user` for INSPECTOR_REVIEW_LEASE_SECONDS unless another reviewer holds it."""
+    return _lease(inspection.pk, user)
+
+
+def _lease(pk: int, user) -> bool:
     now = timezone.now()
     until = now + timedelta(seconds=settings.INSPECTOR_REVIEW_LEASE_SECONDS)
     free = Q(lease_by__isnull=True) | Q(lease_until__lt=now) | Q(lease_by=user)
-    return bool(Inspection.objects.filter(free, pk=inspection.pk).update(lease_by=user, lease_until=until))
+    return bool(Inspection.objects.filter(free, pk=pk).update(lease_by=user, lease_until=until))
+
+
+def lease_first(*, user, ids: list[int]) -> int | None:
+    """Lease the first of `ids` the user can have (another reviewer may have taken some meanwhile)."""
+    return next((pk for pk in ids if _lease(pk, user)), None)
 
 
 def lease_release(*, user, inspection_id: int) -> None:

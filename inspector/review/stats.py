@@ -521,62 +521,50 @@ def product_stats(*, product: Product, filters: StatsFilters) -> ProductStats:
             )
         )
 
-    # Per lot/line.
-    lot_types: dict[tuple[str, str], dict[int | None, int]] = defaultdict(dict)
-    for r in per_lot_type:
-        lot_types[(r["batch__lot"], r["batch__line"])][r["dtype"]] = r["n"]
-    lots = []
-    for r in (
-        scope.values("batch__lot", "batch__line")
-        .annotate(
+    # Per lot/line and per batch: the same counts and most frequent type, grouped two ways.
+    def groups(
+        fields: tuple[str, ...], extra: tuple[str, ...], per_type: list[dict], order: tuple[str, ...], key_text
+    ) -> list[GroupRow]:
+        types_of: dict[tuple, dict[int | None, int]] = defaultdict(dict)
+        for r in per_type:
+            types_of[tuple(r[f] for f in fields)][r["dtype"]] = r["n"]
+        rows = []
+        counted = scope.values(*fields, *extra).annotate(
             n=Count("id"), defects=Count("id", filter=DEFECT_Q), reviewed=Count("id", filter=~Q(reviewed_verdict=""))
         )
-        .order_by("batch__lot", "batch__line")
-    ):
-        key = (r["batch__lot"], r["batch__line"])
-        top, top_n = _top(lot_types.get(key, {}), names)
-        lots.append(
-            GroupRow(
-                key=f"{key[0] or '—'} / {key[1] or '—'}",
-                inspected=r["n"],
-                defects=r["defects"],
-                defect_rate_pct=pct(r["defects"], r["n"]),
-                reviewed=r["reviewed"],
-                top_type=top,
-                top_type_count=top_n,
-                lot=key[0],
-                line=key[1],
+        for r in counted.order_by(*order):
+            top, top_n = _top(types_of.get(tuple(r[f] for f in fields), {}), names)
+            rows.append(
+                GroupRow(
+                    key=key_text(r),
+                    inspected=r["n"],
+                    defects=r["defects"],
+                    defect_rate_pct=pct(r["defects"], r["n"]),
+                    reviewed=r["reviewed"],
+                    top_type=top,
+                    top_type_count=top_n,
+                    batch_id=r.get("batch_id"),
+                    created_at=r.get("batch__created_at"),
+                    lot=r["batch__lot"],
+                    line=r["batch__line"],
+                )
             )
-        )
+        return rows
 
-    # Per batch.
-    batch_types: dict[int, dict[int | None, int]] = defaultdict(dict)
-    for r in per_batch_type:
-        batch_types[r["batch_id"]][r["dtype"]] = r["n"]
-    batches = []
-    for r in (
-        scope.values("batch_id", "batch__created_at", "batch__lot", "batch__line")
-        .annotate(
-            n=Count("id"), defects=Count("id", filter=DEFECT_Q), reviewed=Count("id", filter=~Q(reviewed_verdict=""))
-        )
-        .order_by("-batch__created_at", "-batch_id")
-    ):
-        top, top_n = _top(batch_types.get(r["batch_id"], {}), names)
-        batches.append(
-            GroupRow(
-                key=f"#{r['batch_id']}",
-                inspected=r["n"],
-                defects=r["defects"],
-                defect_rate_pct=pct(r["defects"], r["n"]),
-                reviewed=r["reviewed"],
-                top_type=top,
-                top_type_count=top_n,
-                batch_id=r["batch_id"],
-                created_at=r["batch__created_at"],
-                lot=r["batch__lot"],
-                line=r["batch__line"],
-            )
-        )
+    lots = groups(
+        ("batch__lot", "batch__line"),
+        (),
+        per_lot_type,
+        ("batch__lot", "batch__line"),
+        lambda r: f"{r['batch__lot'] or '—'} / {r['batch__line'] or '—'}",
+    )
+    batches = groups(
+        ("batch_id",),
+        ("batch__created_at", "batch__lot", "batch__line"),
+        per_batch_type,
+        ("-batch__created_at", "-batch_id"),
+        lambda r: f"#{r['batch_id']}",
+    )
 
     # Verdict mix: the machine's verdicts, and what review made of them.
     crosstab = {v: {"unreviewed": 0, "good": 0, "defective": 0} for v in Inspection.Verdict.values}

@@ -26,7 +26,6 @@ from inspector.review.selectors import QueueFilters
 
 GRID_PAGE_SIZE = 48
 BULK_MAX = 1000  # decisions per bulk request: each is a transaction with a history event
-LEASE_TRIES = 50  # queue items tried for a lease before giving up (another reviewer may take them first)
 MAX_STALE_MESSAGES = 20
 ITEM_RELATED = (
     "batch",
@@ -75,32 +74,6 @@ def _defect_type(*, product: Product, value) -> DefectType | None:
     if found is None:
         raise ValidationError({"defect_type": "no such defect type in this product"})
     return found
-
-
-def _free(*, product: Product, filters: QueueFilters, user):
-    """The free queue (without images other reviewers hold), in queue order."""
-    return selectors.queue_next(product=product, filters=filters, user=user)
-
-
-def _ids(qs) -> list[int]:
-    return list(qs.values_list("id", flat=True)[:LEASE_TRIES])
-
-
-def _following(*, product: Product, filters: QueueFilters, user, current: Inspection) -> list[int]:
-    """Candidates after `current` in queue order, then (wrapping) from the start; never `current` itself."""
-    free = _free(product=product, filters=filters, user=user).exclude(pk=current.pk)
-    after = _ids(free.filter(selectors.after_q(current)))
-    return after + [i for i in _ids(free) if i not in after]
-
-
-def _lease_first(*, user, ids: list[int]) -> int | None:
-    """The first of `ids` the user could lease: when another reviewer took one meanwhile, the next one."""
-    tries = ids[:LEASE_TRIES]
-    rows = Inspection.objects.only("id").in_bulk(tries)
-    for pk in tries:
-        if pk in rows and services.lease_take(inspection=rows[pk], user=user):
-            return pk
-    return None
 
 
 def _suggestion(inspection: Inspection) -> tuple[str, DefectType | None]:
@@ -189,7 +162,9 @@ def review_screen(request: HttpRequest, product_id: int) -> HttpResponse:
         if services.lease_take(inspection=wanted, user=request.user):
             return _render(request, _context(product=product, filters=filters, user=request.user, inspection=wanted))
         held = wanted
-    pk = _lease_first(user=request.user, ids=_ids(_free(product=product, filters=filters, user=request.user)))
+    pk = services.lease_first(
+        user=request.user, ids=selectors.queue_candidates(product=product, filters=filters, user=request.user)
+    )
     inspection = None if pk is None else _item_get(product=product, inspection_id=pk)
     return _render(
         request, _context(product=product, filters=filters, user=request.user, inspection=inspection, held=held)
@@ -216,8 +191,10 @@ def review_decide(request: HttpRequest, product_id: int) -> HttpResponse:
         return _refused(" ".join(exc.messages), status=400)
     if not request.htmx:
         return redirect(_url("review", product, filters.as_query()))
-    candidates = _following(product=product, filters=filters, user=request.user, current=inspection)
-    pk = _lease_first(user=request.user, ids=candidates)
+    candidates = selectors.queue_candidates(
+        product=product, filters=filters, user=request.user, current=inspection, wrap=True
+    )
+    pk = services.lease_first(user=request.user, ids=candidates)
     following = None if pk is None else _item_get(product=product, inspection_id=pk)
     return _render(request, _context(product=product, filters=filters, user=request.user, inspection=following))
 
@@ -253,15 +230,11 @@ def review_move(request: HttpRequest, product_id: int) -> HttpResponse:
     filters = _filters(request)
     current = _int(request.POST.get("item"))
     backwards = request.POST.get("direction") == "prev"
-    free = _free(product=product, filters=filters, user=request.user)
     here = Inspection.objects.filter(pk=current, batch__product=product).first() if current is not None else None
-    if here is None:
-        candidates = _ids(free.reverse() if backwards else free)
-    elif backwards:
-        candidates = _ids(free.filter(selectors.before_q(here)).reverse())
-    else:
-        candidates = _ids(free.filter(selectors.after_q(here)))
-    pk = _lease_first(user=request.user, ids=candidates)
+    candidates = selectors.queue_candidates(
+        product=product, filters=filters, user=request.user, current=here, backwards=backwards
+    )
+    pk = services.lease_first(user=request.user, ids=candidates)
     notice = ""
     if pk is None:
         notice = "This is the first free image of the queue." if backwards else "This is the last free image."

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from django.db import connections
 from rest_framework.test import APIClient
 
 from detection import Detector, DetectorConfig
@@ -12,6 +13,7 @@ from inspector.review import services as review_services
 from tests.detection.helpers import random_resnet
 
 from . import review_data
+from .chromium import CHROMIUM, CHROMIUM_ARGS
 from .factories import ProductFactory, TeamFactory, UserFactory
 
 
@@ -90,3 +92,40 @@ def labelled(batch, types, owner, settings):
             rows.setdefault(name, []).append(i)
     queries = [review_data.flagged(batch, k, seed=1000 + 10 * k + j) for k in range(3) for j in range(4)]
     return rows, queries
+
+
+# --------------------------------------------------------------------------------------------- browser tests
+
+
+@pytest.fixture
+def page(live_server, monkeypatch):
+    """A headless Chromium page on the live server (browser tests only; they skip without Chromium)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    # Playwright's sync API keeps an event loop in this thread; the ORM calls in tests are plain sync code.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    # The live server answers each request in a new thread: persistent connections would outlive them.
+    monkeypatch.setitem(connections.settings["default"], "CONN_MAX_AGE", 0)
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1366, "height": 900})
+        page.set_default_timeout(30_000)
+        yield page
+        page.goto("about:blank")  # no request in flight when the live server and the test database go
+        browser.close()
+    connections.close_all()
+    _end_live_server_sessions()
+
+
+def _end_live_server_sessions() -> None:
+    """A live-server thread whose request the browser abandoned (an image preload cut short by the next page)
+    never reaches request_finished, so its PostgreSQL session outlives it and blocks dropping the test
+    database. End such sessions of this test database (PostgreSQL only; SQLite has no sessions)."""
+    connection = connections["default"]
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    connection.close()

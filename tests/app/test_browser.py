@@ -2,33 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
 from django.db import connections
 
 from inspector.inspections import services as inspection_services
 from inspector.inspections.models import Inspection
 from inspector.inspections.tasks import inspection_process_task
 
-from .chromium import BROWSER_MARKS, CHROMIUM, CHROMIUM_ARGS
+from .chromium import BROWSER_MARKS
 from .factories import TeamFactory, UserFactory, png_bytes
 
 pytestmark = BROWSER_MARKS
-
-
-@pytest.fixture
-def page(live_server, monkeypatch):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    # Playwright's sync API keeps an event loop in this thread; the ORM calls below are plain sync code.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    # The live server answers each request in a new thread: persistent connections would outlive them.
-    monkeypatch.setitem(connections.settings["default"], "CONN_MAX_AGE", 0)
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1366, "height": 800})
-        page.set_default_timeout(30_000)
-        yield page
-        page.goto("about:blank")  # no request in flight when the live server and the test database go
-        browser.close()
 
 
 def test_log_in_create_product_upload_support_and_batch_watch_progress_open_heatmap(

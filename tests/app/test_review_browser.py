@@ -16,7 +16,7 @@ from django.urls import NoReverseMatch, reverse
 from inspector.inspections.models import Inspection
 from inspector.review import services as review_services
 
-from .chromium import BROWSER_MARKS, CHROMIUM, CHROMIUM_ARGS
+from .chromium import BROWSER_MARKS
 from .factories import ProductFactory, TeamFactory, UserFactory
 from .test_review_views import flagged_batch
 
@@ -25,39 +25,6 @@ pytestmark = BROWSER_MARKS
 
 def no_capture(execute: bool):
     return nullcontext()  # live_server tests commit for real: on-commit work runs at once
-
-
-@pytest.fixture
-def page(live_server, monkeypatch):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    # Playwright's sync API keeps an event loop in this thread; the ORM calls below are plain sync code.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    # The live server answers each request in a new thread: persistent connections would outlive them.
-    monkeypatch.setitem(connections.settings["default"], "CONN_MAX_AGE", 0)
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1366, "height": 900})
-        page.set_default_timeout(30_000)
-        yield page
-        page.goto("about:blank")  # no request in flight when the live server and the test database go
-        browser.close()
-    connections.close_all()
-    _end_live_server_sessions()
-
-
-def _end_live_server_sessions() -> None:
-    """A live-server thread whose request the browser abandoned (an image preload cut short by the next page)
-    never reaches request_finished, so its PostgreSQL session outlives it and blocks dropping the test
-    database. End such sessions of this test database (PostgreSQL only; SQLite has no sessions)."""
-    connection = connections["default"]
-    if connection.vendor != "postgresql":
-        return
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
-    connection.close()
 
 
 def log_in(page, live_server, user) -> None:
