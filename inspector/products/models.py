@@ -69,6 +69,9 @@ class SupportSet(models.Model):
     fit_started_at = models.DateTimeField(null=True, blank=True)
     fitted_at = models.DateTimeField(null=True, blank=True)
     fit_seconds = models.FloatField(null=True, blank=True)
+    # Fit progress for methods that train (DFD): 0..1 and what the worker is doing, polled by the product page.
+    progress = models.FloatField(default=0.0)
+    progress_message = models.CharField(max_length=200, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["product", "version"], name="support_set_version_unique")]
