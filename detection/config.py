@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-METHODS = ("fastrecon", "patchcore", "patchcore_plus")
+from detection import dfd
+
+METHODS = ("fastrecon", "patchcore", "patchcore_plus", "dfd")
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,26 @@ class DetectorConfig:
     patchcore_plus_m_steps: int = 3
     patchcore_plus_eps: float = 0.05
     patchcore_plus_temperature: float = 1.0
+    # DFD (detection/dfd.py, Bai et al. 2024). Paper: 80 augmentations per image, 80 epochs, batch 8, Adam
+    # 5e-4 / 2e-4 / 1e-4 (adaptor / Gaussian / Perlin), theta 0.8, lambda_per 2, lambda_sim 0.02. The CPU
+    # budget caps the augmented pool (dfd_max_augmented over all k images) and the optimiser steps.
+    dfd_augmentations: int = 80
+    dfd_max_augmented: int = 48
+    dfd_epochs: int = 80
+    dfd_max_steps: int = 150
+    dfd_batch: int = 8
+    dfd_adaptor_dim: int = 512
+    dfd_hidden: int = 512
+    dfd_perlin_dim: int = 256
+    dfd_heads: int = 4
+    dfd_noise_std: float = 0.1  # Gaussian noise, relative to the adapted features' standard deviation
+    dfd_theta: float = 0.8
+    dfd_lambda_per: float = 2.0
+    dfd_lambda_sim: float = 0.02
+    dfd_lr_adaptor: float = 5e-4
+    dfd_lr_gaussian: float = 2e-4
+    dfd_lr_perlin: float = 1e-4
+    dfd_calibration_images: int = 8
     # Random projection used only to choose coreset points (approximate greedy k-center).
     coreset_projection_dim: int = 128
     gaussian_sigma: float = 4.0
@@ -75,6 +97,12 @@ class DetectorConfig:
             raise ValueError(f"gaussian_sigma {self.gaussian_sigma} is too large for image_size {self.image_size}")
         if self.min_log_spread <= 0 or self.single_image_log_spread <= 0:
             raise ValueError("log-spread floors must be > 0")
+        dfd_counts = ("augmentations", "max_augmented", "epochs", "max_steps", "batch", "adaptor_dim", "hidden")
+        for name in (*dfd_counts, "perlin_dim", "heads", "calibration_images"):
+            if getattr(self, f"dfd_{name}") < 1:
+                raise ValueError(f"dfd_{name} must be >= 1")
+        if self.dfd_perlin_dim % self.dfd_heads:
+            raise ValueError("dfd_perlin_dim must be a multiple of dfd_heads")
         if self.batch_size < 1 or self.coreset_projection_dim < 1 or self.gaussian_sigma < 0:
             raise ValueError("batch_size and coreset_projection_dim must be >= 1, gaussian_sigma >= 0")
 
@@ -82,6 +110,11 @@ class DetectorConfig:
     def bank_ratio(self) -> float:
         """Memory-bank coreset ratio of the configured method (FastRecon keeps PatchCore's bank)."""
         return self.patchcore_plus_coreset_ratio if self.method == "patchcore_plus" else self.patchcore_coreset_ratio
+
+    def dfd_settings(self) -> dfd.DFDSettings:
+        """The dfd_* fields as the settings object detection/dfd.py takes."""
+        names = [f.name for f in fields(dfd.DFDSettings)]
+        return dfd.DFDSettings(**{name: getattr(self, f"dfd_{name}") for name in names})
 
     @property
     def feature_grid(self) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from detection import fastrecon, patchcore_plus
+from detection import dfd, fastrecon, patchcore_plus
 from detection.backbone import FeatureExtractor, PatchFeatures, load_resnet50
 from detection.config import DetectorConfig
 from detection.coreset import greedy_coreset
@@ -56,8 +56,10 @@ class FittedSupport:
     descriptors: torch.Tensor  # (k, D) mean patch feature of each support image
     normal_scores: torch.Tensor  # (n,) image scores of good images used for the thresholds
     thresholds: Thresholds
+    dfd_state: dict[str, torch.Tensor] | None = None  # the trained DFD model (None for the other methods)
     _projector: fastrecon.Projector | None = field(default=None, repr=False, compare=False)
     _moved: dict[str, FittedSupport] = field(default_factory=dict, repr=False, compare=False)
+    _dfd_model: dfd.DFDModel | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_support(self) -> int:
@@ -78,6 +80,7 @@ class FittedSupport:
                 coreset=coreset,
                 normal_scores=self.normal_scores,
                 thresholds=self.thresholds,
+                dfd_state=self.dfd_state,
                 **move,
             )
         return self._moved[key]
@@ -91,6 +94,16 @@ class FittedSupport:
             )
         return self._projector
 
+    def dfd_model(self) -> dfd.DFDModel:
+        """The trained DFD model on this support set's device (built once)."""
+        if self.dfd_state is None:
+            raise ValueError(f"this support set was fitted for {self.config.method}, not DFD")
+        if self._dfd_model is None:
+            with torch.inference_mode(False):  # a plain module, even when first asked for inside predict
+                model = dfd.model_from_state(self.dfd_state, self.config.dfd_settings())
+                self._dfd_model = model.to(self.memory_bank.device)
+        return self._dfd_model
+
     def _payload(self) -> dict[str, Any]:
         tensors = {
             k: getattr(self, k).detach().cpu().contiguous()
@@ -98,6 +111,8 @@ class FittedSupport:
         }
         if self.coreset is not None:
             tensors["coreset"] = self.coreset.detach().cpu().contiguous()
+        for key, value in (self.dfd_state or {}).items():
+            tensors[f"dfd.{key}"] = value.detach().cpu().contiguous()
         return {
             "format_version": FORMAT_VERSION,
             "config": self.config.to_dict(),
@@ -134,6 +149,7 @@ class FittedSupport:
             descriptors=t["descriptors"],
             normal_scores=t["normal_scores"],
             thresholds=Thresholds.from_dict(payload["thresholds"]),
+            dfd_state={key[4:]: value for key, value in t.items() if key.startswith("dfd.")} or None,
         )
 
 
@@ -195,11 +211,21 @@ class Detector:
 
     # -- fit --------------------------------------------------------------------------------------------
 
-    def fit(self, support: Sequence[ImageInput], extra_good: Sequence[ImageInput] = ()) -> FittedSupport:
-        """Fit a support set of k >= 1 good images; extra good images only sharpen the thresholds."""
+    def fit(
+        self,
+        support: Sequence[ImageInput],
+        extra_good: Sequence[ImageInput] = (),
+        *,
+        progress: Callable[[float, str], None] | None = None,
+    ) -> FittedSupport:
+        """Fit a support set of k >= 1 good images; extra good images only sharpen the thresholds.
+        `progress(fraction, message)` reports on long fits (DFD trains for minutes on a CPU)."""
         if len(support) == 0:
             raise ValueError("the support set is empty: give at least one good image")
         batch, _ = self.load_images(support)
+        if self.config.method == "dfd":
+            extra_batch = self.load_images(extra_good)[0] if len(extra_good) else None
+            return self._fit_dfd(batch, extra_batch, progress)
         extra = self.features(self.load_images(extra_good)[0]).full() if len(extra_good) else None
         jittered = None
         if len(support) == 1:
@@ -247,6 +273,50 @@ class Detector:
         )
         log.info("fitted %s on %d images: thresholds %s", cfg.method, k, fitted.thresholds)
         return fitted
+
+    def _frozen(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) -> (B, D, h, w) frozen features on self.device, usable as training data."""
+        with torch.no_grad():
+            return self.extractor(images.to(self.device))
+
+    def _fit_dfd(
+        self,
+        batch: torch.Tensor,
+        extra_good: torch.Tensor | None,
+        progress: Callable[[float, str], None] | None,
+    ) -> FittedSupport:
+        """Train DFD on the support images; the PatchCore bank is built too (defect-type residuals need it).
+
+        Thresholds: leave-one-out would mean k more trainings, so they come from fresh augmented views of the
+        support images that training never saw (rule "augmented", with the single-image spread floor: views
+        of the same parts spread less than new parts do), plus any extra good images.
+        """
+        cfg = self.config
+        patches = _to_patches(self.features(batch).full())
+        fitted = self._fit_patches(patches, self.features(batch[:1]).grid, with_bank=True)
+        model, scores = dfd.train(
+            self._frozen, batch, cfg.dfd_settings(), seed=cfg.seed, chunk=self.forward_batch, progress=progress
+        )
+        fitted.dfd_state = dfd.state_of(model)
+        if extra_good is not None:
+            with torch.no_grad():
+                scores += self._dfd_patch_scores(fitted.to(self.device), extra_good).amax(1).tolist()
+        fitted.normal_scores = torch.tensor(scores, dtype=torch.float32)
+        fitted.thresholds = calibrate(
+            scores,
+            review_rate=cfg.review_rate,
+            false_reject_rate=cfg.false_reject_rate,
+            min_log_spread=cfg.single_image_log_spread,
+            rule="augmented",
+        )
+        log.info("fitted dfd on %d images: thresholds %s", batch.shape[0], fitted.thresholds)
+        return fitted
+
+    def _dfd_patch_scores(self, fitted: FittedSupport, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) images -> (B, R) DFD patch scores."""
+        low, high = dfd.path_features(self._frozen, images, self.forward_batch)
+        with torch.no_grad():
+            return fitted.dfd_model().scores(low, high)
 
     def _fit_patches(self, patches: torch.Tensor, grid: tuple[int, int], *, with_bank: bool) -> FittedSupport:
         """Coresets, mean map and descriptors of (k, R, D) support patches (thresholds are set by the caller).
@@ -301,11 +371,18 @@ class Detector:
         dist, _ = nearest_neighbours(patches.reshape(b * r, d), fitted.memory_bank)
         return dist.view(b, r)
 
-    def patch_scores(self, fitted: FittedSupport, features: PatchFeatures) -> torch.Tensor:
-        """Patch features of B images -> (B, h, w) patch scores."""
+    def patch_scores(
+        self, fitted: FittedSupport, features: PatchFeatures, images: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Patch features of B images -> (B, h, w) patch scores. DFD scores its own frequency paths and needs
+        the (B, 3, S, S) images themselves."""
         fitted = self._check(fitted, features)
         b = features.fine.shape[0]
         h, w = features.grid
+        if fitted.config.method == "dfd":
+            if images is None:
+                raise ValueError("DFD scores the images' frequency paths: pass images to patch_scores")
+            return self._dfd_patch_scores(fitted, images).view(b, h, w)
         with torch.inference_mode():
             if fitted.config.method == "fastrecon":
                 return fastrecon.patch_scores_split(fitted.projector(), features.fine, features.coarse).view(b, h, w)
@@ -321,7 +398,7 @@ class Detector:
             parts = self.features(batch)
             fitted_dev = self._check(fitted, parts)
             with torch.inference_mode():
-                scores = self.patch_scores(fitted_dev, parts)  # (B, h, w)
+                scores = self.patch_scores(fitted_dev, parts, batch)  # (B, h, w)
                 maps = anomaly_maps(scores, cfg.image_size, cfg.gaussian_sigma).cpu().numpy()
                 feats = parts.full()  # (B, D, h, w)
                 pooled = feats.mean((2, 3))  # (B, D)

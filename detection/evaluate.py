@@ -77,7 +77,7 @@ def evaluate(data: Path, detector: Detector, shots: list[int], seeds: int) -> di
             patch, maps = [], []
             for start in range(0, len(samples), SCORE_CHUNK):  # bounded memory: PatchCore expands (n*R, D)
                 chunk = PatchFeatures(*(t[start : start + SCORE_CHUNK] for t in feats))
-                p = detector.patch_scores(fitted, chunk)  # (n, h, w)
+                p = detector.patch_scores(fitted, chunk, batch[start : start + SCORE_CHUNK])  # (n, h, w)
                 patch.append(p.cpu())
                 maps.append(anomaly_maps(p, cfg.image_size, cfg.gaussian_sigma).cpu())
             sync(detector.device)

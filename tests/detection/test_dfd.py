@@ -1,0 +1,198 @@
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from detection import Detector, DetectorConfig, FittedSupport, dfd
+from detection.metrics import auroc
+
+from .helpers import part_image, random_resnet
+
+# A small, fast DFD: the tests check the method's mechanics, not the paper's budget.
+TINY = dict(
+    method="dfd",
+    image_size=64,
+    batch_size=4,
+    dfd_max_augmented=24,
+    dfd_max_steps=60,
+    dfd_adaptor_dim=64,
+    dfd_hidden=64,
+    dfd_perlin_dim=32,
+    dfd_heads=2,
+    dfd_calibration_images=4,
+)
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    return random_resnet()
+
+
+@pytest.fixture(scope="module")
+def detector(resnet):
+    return Detector(DetectorConfig(**TINY), resnet=resnet, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def fitted(detector):
+    rng = np.random.default_rng(0)
+    return detector.fit([part_image(rng) for _ in range(3)])
+
+
+def _image(seed: int, size: int = 37) -> torch.Tensor:
+    return torch.rand(2, 3, size, size + 6, generator=torch.Generator().manual_seed(seed))
+
+
+def test_frequency_split_matches_opencvs_gaussian_pyramid_and_reconstructs_the_image():
+    images = _image(0)
+    low, high = dfd.frequency_split(images)
+    for b in range(images.shape[0]):
+        rgb = images[b].permute(1, 2, 0).numpy().astype(np.float64)
+        size = (rgb.shape[1], rgb.shape[0])
+        expected = cv2.pyrUp(cv2.pyrDown(rgb), dstsize=size)
+        np.testing.assert_allclose(low[b].permute(1, 2, 0).numpy(), expected, atol=1e-5)
+    torch.testing.assert_close(low + high, images)
+
+
+def test_low_path_keeps_a_flat_image_and_high_path_gets_the_fine_detail():
+    flat = torch.full((1, 3, 32, 32), 0.4)
+    low, high = dfd.frequency_split(flat)
+    torch.testing.assert_close(low, flat)
+    assert high.abs().max() < 1e-6
+    checker = (torch.arange(32)[:, None] + torch.arange(32)[None]) % 2  # the finest pattern there is
+    low, high = dfd.frequency_split(checker.float().expand(1, 3, 32, 32))
+    assert high.abs().mean() > 4 * (low - low.mean()).abs().mean()
+
+
+def test_frequency_split_refuses_a_single_image_without_batch_axis():
+    with pytest.raises(ValueError, match="expects"):
+        dfd.frequency_split(torch.rand(3, 8, 8))
+
+
+def test_truncated_l1_stops_pushing_past_theta():
+    d = torch.tensor([2.0, 0.5, -2.0, -0.5])
+    anomalous = torch.tensor([False, False, True, True])
+    # normal side: relu(0.8 - 2) = 0, relu(0.8 - 0.5) = 0.3; anomalous: relu(0.8 - 2) = 0, relu(0.8 - 0.5) = 0.3
+    assert float(dfd.truncated_l1(d, anomalous, 0.8)) == pytest.approx(0.15 + 0.15)
+    assert float(dfd.truncated_l1(torch.tensor([1.0, -1.0]), torch.tensor([False, True]), 0.8)) == 0.0
+
+
+def test_grid_labels_mark_covered_patches_and_ignore_slivers():
+    mask = torch.zeros(1, 8, 8)
+    mask[0, :4, :4] = 1  # patch (0, 0) of a 2x2 grid fully anomalous
+    mask[0, 4, 4] = 1  # one pixel of patch (1, 1): 1/16 < 25 %, ignored
+    labels = dfd.grid_labels(mask, (2, 2))
+    assert labels.tolist() == [[1.0, 0.0, 0.0, -1.0]]
+
+
+def test_pseudo_anomaly_changes_pixels_only_inside_its_mask():
+    rng = np.random.default_rng(1)
+    image = torch.from_numpy(part_image(rng)).permute(2, 0, 1).float() / 255
+    out, mask = dfd.pseudo_anomaly(image, dfd.TextureBank(seed=0), np.random.default_rng(2))
+    assert out.shape == image.shape and mask.shape == image.shape[1:]
+    assert mask.sum() > 0
+    outside = (out - image).abs().amax(0)[mask == 0]
+    assert float(outside.max()) < 1 / 255 + 1e-6
+
+
+def test_trained_model_scores_pseudo_anomalies_above_the_clean_patches_of_the_same_image(resnet):
+    detector = Detector(DetectorConfig(**TINY), resnet=resnet, device="cpu")
+    rng = np.random.default_rng(3)
+    support = detector.load_images([part_image(rng) for _ in range(2)])[0]
+    model, scores = dfd.train(detector._frozen, support, detector.config.dfd_settings(), seed=0)
+    assert len(scores) == 4  # calibration: ceil(4 / k) fresh views of each of the k = 2 images
+    views = dfd._augmented(support, 4, torch.Generator().manual_seed(9))  # views training never saw
+    bank = dfd.TextureBank(seed=5)
+    pairs = [dfd.pseudo_anomaly(v, bank, np.random.default_rng(i)) for i, v in enumerate(views)]
+    low, high = dfd.path_features(detector._frozen, torch.stack([p[0] for p in pairs]), chunk=4)
+    patch = model.scores(low, high)  # (N, R)
+    grid = detector.config.feature_grid
+    labels = dfd.grid_labels(torch.stack([p[1] for p in pairs]), (grid, grid))
+    inside, outside = patch[labels == 1], patch[labels == 0]
+    assert inside.numel() and float(inside.mean()) > float(outside.mean())
+
+
+def test_the_loss_falls_when_the_model_is_trained_on_it():
+    s = DetectorConfig(**TINY).dfd_settings()
+    g = torch.Generator().manual_seed(0)
+    normal = torch.randn(4, 16, 32, generator=g)
+    anomaly = normal.clone()
+    labels = torch.zeros(4, 16)
+    labels[:, :4] = 1
+    anomaly[:, :4] += 3.0  # the "defect" patches
+    torch.manual_seed(0)
+    model = dfd.build_model(32, s)
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(60):
+        loss, parts = dfd.dfd_loss(model, normal, anomaly, labels, s, g)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(float(loss))
+    assert set(parts) == {"gau", "per", "sim", "img"}
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+
+
+def test_training_on_a_tiny_product_separates_an_obvious_defect(detector, fitted):
+    rng = np.random.default_rng(42)
+    goods = [part_image(rng) for _ in range(8)]
+    defects = [part_image(rng, defect=True) for _ in range(8)]
+    preds = detector.predict(fitted, goods + defects)
+    scores = np.array([p.score for p in preds])
+    assert auroc(np.array([0] * 8 + [1] * 8), scores) >= 0.9
+    for p in preds:
+        assert p.patch_scores.shape == (8, 8)
+        assert p.score == pytest.approx(float(p.patch_scores.max()))
+
+
+def test_image_score_is_not_erased_by_per_image_normalisation(detector, fitted):
+    # The paper's per-image min-max would give every image a maximum of exactly 1.
+    rng = np.random.default_rng(7)
+    scores = {round(p.score, 6) for p in detector.predict(fitted, [part_image(rng) for _ in range(4)])}
+    assert len(scores) == 4
+
+
+def test_save_and_load_round_trip_gives_identical_predictions(detector, fitted, tmp_path):
+    path = tmp_path / "dfd.pt"
+    fitted.save(path)
+    loaded = FittedSupport.load(path)
+    assert loaded.config == fitted.config
+    assert set(loaded.dfd_state) == set(fitted.dfd_state)
+    queries = [part_image(np.random.default_rng(11), defect=True), part_image(np.random.default_rng(12))]
+    before = detector.predict(fitted, queries)
+    after = detector.predict(loaded, queries)
+    for a, b in zip(before, after, strict=True):
+        assert a.score == pytest.approx(b.score, rel=1e-5)
+        np.testing.assert_allclose(a.anomaly_map, b.anomaly_map, rtol=1e-4, atol=1e-5)
+
+
+def test_patch_scores_without_images_is_a_clear_error(detector, fitted):
+    batch, _ = detector.load_images([part_image(np.random.default_rng(0))])
+    with pytest.raises(ValueError, match="pass images"):
+        detector.patch_scores(fitted, detector.features(batch))
+
+
+def test_a_support_set_of_another_method_has_no_dfd_model(resnet):
+    other = Detector(DetectorConfig(method="patchcore", image_size=64), resnet=resnet, device="cpu")
+    fitted = other.fit([part_image(np.random.default_rng(0))])
+    assert fitted.dfd_state is None
+    with pytest.raises(ValueError, match="not DFD"):
+        fitted.dfd_model()
+
+
+def test_fit_reports_progress_from_zero_to_one(resnet):
+    detector = Detector(DetectorConfig(**{**TINY, "dfd_max_steps": 5}), resnet=resnet, device="cpu")
+    seen: list[tuple[float, str]] = []
+    detector.fit([part_image(np.random.default_rng(0))], progress=lambda f, m: seen.append((f, m)))
+    fractions = [f for f, _ in seen]
+    assert fractions[0] == 0.0 and fractions[-1] == 1.0 and fractions == sorted(fractions)
+    assert any("training step" in m for _, m in seen)
+
+
+@pytest.mark.parametrize("field", ["dfd_max_steps", "dfd_heads", "dfd_batch"])
+def test_bad_dfd_settings_are_refused(field):
+    with pytest.raises(ValueError, match=field):
+        DetectorConfig(method="dfd", **{field: 0})
