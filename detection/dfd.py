@@ -377,7 +377,7 @@ def train(
         loss.backward()
         optimiser.step()
         if step % 10 == 0 or step == steps - 1:
-            log.debug("dfd step %d/%d loss %.4f", step + 1, steps, float(loss))
+            log.debug("dfd step %d/%d loss %.4f", step + 1, steps, float(loss.detach()))
             report(0.3 + 0.6 * (step + 1) / steps, f"training step {step + 1}/{steps}")
     model.eval().requires_grad_(False)
 

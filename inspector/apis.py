@@ -89,6 +89,8 @@ def _support_set_out(support_set: SupportSet | None) -> dict | None:
         "version": support_set.version,
         "status": support_set.status,
         "method": support_set.method,
+        "progress": support_set.progress,
+        "progress_message": support_set.progress_message,
         "n_images": support_set.n_images,
         "thresholds": support_set.thresholds,
         "error": support_set.error,
@@ -212,7 +214,7 @@ class BatchDetailApi(APIView):
 
 
 class DetectorIn(serializers.Serializer):
-    method = serializers.CharField(help_text="fastrecon | patchcore | patchcore_plus")
+    method = serializers.CharField(help_text="fastrecon | patchcore | patchcore_plus | dfd")
 
 
 class ProductDetectorApi(APIView):

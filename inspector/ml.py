@@ -18,6 +18,7 @@ import io
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -90,13 +91,16 @@ def _read(name: str) -> np.ndarray:
         return load_rgb(im, name=name)
 
 
-def fit_support(image_names: list[str], method: str | None = None) -> FitResult:
+def fit_support(
+    image_names: list[str], method: str | None = None, progress: Callable[[float, str], None] | None = None
+) -> FitResult:
     """Fit a support set with `method` (the product's detector; None: the configured default). Prediction needs
-    no method: a fitted support set carries its own configuration."""
+    no method: a fitted support set carries its own configuration. `progress(fraction, message)` is called as a
+    long fit (DFD training) advances."""
     detector = get_detector() if method is None else get_detector().with_method(method)
     images = [_read(n) for n in image_names]
     start = time.perf_counter()
-    fitted = detector.fit(images)
+    fitted = detector.fit(images, progress=progress)
     seconds = time.perf_counter() - start
     buf = io.BytesIO()
     fitted.save_to(buf)

@@ -143,6 +143,8 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 300, minimum=1)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 360, minimum=1)
+# Fitting a support set: DFD trains (minutes on a CPU), so the fit task has its own, longer limit.
+INSPECTOR_FIT_TIME_LIMIT = env_int("INSPECTOR_FIT_TIME_LIMIT", 1800, minimum=60)
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 # Fitting has its own queue so a new support set is not stuck behind a 2000-image batch.
 # Fitting and training share the "fit" queue: neither waits behind a large batch, and a batch does not wait

@@ -149,7 +149,8 @@ def work_reap(*, now=None) -> dict[str, int]:
     for pk in ids:
         inspection_process_task.delay(pk)
     counts["resent"] = len(ids)
-    SupportSet.objects.filter(status=SupportSet.Status.FITTING, fit_started_at__lt=stale_running).update(
+    stale_fit = now - timedelta(seconds=settings.INSPECTOR_FIT_TIME_LIMIT + 120)
+    SupportSet.objects.filter(status=SupportSet.Status.FITTING, fit_started_at__lt=stale_fit).update(
         status=SupportSet.Status.PENDING
     )
     for pk in SupportSet.objects.filter(status=SupportSet.Status.PENDING, created_at__lt=stale_queued).values_list(

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
@@ -183,17 +185,40 @@ def product_detector_set(*, product: Product, user, method: str) -> SupportSet |
     return support_set_from_images(product=product, user=user, images=list(latest.images.order_by("position")))
 
 
+PROGRESS_EVERY = 2.0  # seconds between progress writes: the page polls every 2 s
+
+
+def _progress_writer(support_set_id: int) -> Callable[[float, str], None]:
+    """A progress callback for the detector that records (fraction, message) on the row, at most every
+    PROGRESS_EVERY seconds; a failed write never stops the fit."""
+    last = [0.0]
+
+    def write(fraction: float, message: str) -> None:
+        now = time.monotonic()
+        if now - last[0] < PROGRESS_EVERY and fraction < 1.0:
+            return
+        last[0] = now
+        try:
+            SupportSet.objects.filter(pk=support_set_id, status=SupportSet.Status.FITTING).update(
+                progress=min(1.0, max(0.0, fraction)), progress_message=message[:200]
+            )
+        except OperationalError:
+            log.warning("could not record fit progress of support set %s", support_set_id)
+
+    return write
+
+
 def support_set_fit(*, support_set_id: int) -> None:
     """Fit the detector on a pending support set. Idempotent: only the caller that claims it does the work."""
     claimed = SupportSet.objects.filter(pk=support_set_id, status=SupportSet.Status.PENDING).update(
-        status=SupportSet.Status.FITTING, fit_started_at=timezone.now()
+        status=SupportSet.Status.FITTING, fit_started_at=timezone.now(), progress=0.0, progress_message=""
     )
     if not claimed:
         return
     try:
         support_set = SupportSet.objects.get(pk=support_set_id)
         names = [img.image.name for img in support_set.images.order_by("position")]
-        result = ml.fit_support(names, support_set.method or None)
+        result = ml.fit_support(names, support_set.method or None, progress=_progress_writer(support_set_id))
         state_name = default_storage.save(
             f"support-state/{support_set.product_id}/v{support_set.version}-{uuid.uuid4().hex}.pt",
             ContentFile(result.state),
@@ -204,6 +229,8 @@ def support_set_fit(*, support_set_id: int) -> None:
             fit_seconds=result.seconds,
             fitted_at=timezone.now(),
             status=SupportSet.Status.READY,
+            progress=1.0,
+            progress_message="",
         )
     except OperationalError:
         # Database trouble: release the claim so the retry (and the reaper) can take it again.
@@ -211,6 +238,12 @@ def support_set_fit(*, support_set_id: int) -> None:
             status=SupportSet.Status.PENDING
         )
         raise
+    except SoftTimeLimitExceeded:
+        limit = settings.INSPECTOR_FIT_TIME_LIMIT
+        SupportSet.objects.filter(pk=support_set_id, status=SupportSet.Status.FITTING).update(
+            status=SupportSet.Status.FAILED,
+            error=f"fitting took longer than INSPECTOR_FIT_TIME_LIMIT ({limit} s); raise it or use fewer images",
+        )
     except Exception as exc:  # any other failure is shown on the product page, never a silent "fitting"
         log.exception("fitting support set %s failed", support_set_id)
         SupportSet.objects.filter(pk=support_set_id, status=SupportSet.Status.FITTING).update(

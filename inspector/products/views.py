@@ -75,6 +75,7 @@ DETECTOR_LABELS = {
     "fastrecon": "FastRecon (default: training-free regression onto the good patches)",
     "patchcore": "PatchCore (nearest good patch)",
     "patchcore_plus": "PatchCore+ (optimal-transport refinement; about 2 s per image on a CPU)",
+    "dfd": "DFD (trained frequency discriminators; the fit trains for minutes on a CPU)",
 }
 
 

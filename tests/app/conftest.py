@@ -20,7 +20,8 @@ from .factories import ProductFactory, TeamFactory, UserFactory
 @pytest.fixture(scope="session")
 def small_detector() -> Detector:
     """A random-weight detector at 64 px: the real code path, fast, no weights file needed."""
-    return Detector(DetectorConfig(image_size=64), resnet=random_resnet(), device="cpu")
+    small_dfd = dict(dfd_max_augmented=8, dfd_max_steps=10, dfd_adaptor_dim=32, dfd_hidden=32, dfd_perlin_dim=16)
+    return Detector(DetectorConfig(image_size=64, **small_dfd), resnet=random_resnet(), device="cpu")
 
 
 @pytest.fixture(autouse=True)

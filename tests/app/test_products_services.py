@@ -59,7 +59,12 @@ def test_fit_is_claimed_once(owner, team, django_capture_on_commit_callbacks, mo
     support_set, _ = services.support_set_create(product=product, user=owner, files=[upload("a.png", png_bytes(1))])
     calls = []
     real = services.ml.fit_support
-    monkeypatch.setattr(services.ml, "fit_support", lambda names, method: calls.append(names) or real(names, method))
+
+    def counted(names, method, progress=None):
+        calls.append(names)
+        return real(names, method, progress)
+
+    monkeypatch.setattr(services.ml, "fit_support", counted)
     services.support_set_fit(support_set_id=support_set.pk)
     services.support_set_fit(support_set_id=support_set.pk)
     assert len(calls) == 1
@@ -73,7 +78,7 @@ def test_a_failing_fit_is_visible_with_its_reason(owner, team, monkeypatch):
     product = ProductFactory(team=team)
     support_set, _ = services.support_set_create(product=product, user=owner, files=[upload("a.png", png_bytes(1))])
 
-    def boom(names, method):
+    def boom(names, method, progress=None):
         raise FileNotFoundError("backbone weights not found; run make setup")
 
     monkeypatch.setattr(services.ml, "fit_support", boom)
@@ -83,7 +88,7 @@ def test_a_failing_fit_is_visible_with_its_reason(owner, team, monkeypatch):
     assert "make setup" in support_set.error
 
 
-@pytest.mark.parametrize("method", ["patchcore", "patchcore_plus"])
+@pytest.mark.parametrize("method", ["patchcore", "patchcore_plus", "dfd"])
 def test_switching_the_detector_refits_the_good_images_as_a_new_version_with_it(
     owner, team, method, django_capture_on_commit_callbacks
 ):
@@ -112,3 +117,47 @@ def test_switching_the_detector_refits_the_good_images_as_a_new_version_with_it(
     assert services.product_detector_set(product=product, user=owner, method=method) is None  # already in use
     with pytest.raises(ValidationError, match="detector must be one of"):
         services.product_detector_set(product=product, user=owner, method="winclip")
+
+
+def test_fit_progress_is_recorded_on_the_support_set_at_most_every_two_seconds(owner, team, monkeypatch):
+    product = ProductFactory(team=team)
+    support_set = SupportSet.objects.create(product=product, version=1, method="dfd", status="fitting")
+    clock = [100.0]
+    monkeypatch.setattr(services.time, "monotonic", lambda: clock[0])
+    write = services._progress_writer(support_set.pk)
+    write(0.4, "training step 4/10")
+    support_set.refresh_from_db()
+    assert (support_set.progress, support_set.progress_message) == (0.4, "training step 4/10")
+    clock[0] += 1.0
+    write(0.5, "training step 5/10")  # too soon: not written
+    support_set.refresh_from_db()
+    assert support_set.progress == 0.4
+    clock[0] += 1.5
+    write(0.6, "training step 6/10")
+    support_set.refresh_from_db()
+    assert support_set.progress == 0.6
+
+
+def test_a_dfd_fit_ends_ready_with_full_progress_and_a_fit_past_the_time_limit_fails_visibly(
+    owner, team, monkeypatch, django_capture_on_commit_callbacks
+):
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    product = ProductFactory(team=team, detector_method="dfd")
+    with django_capture_on_commit_callbacks(execute=True):
+        support_set, _ = services.support_set_create(
+            product=product, user=owner, files=[upload(f"g{i}.png", png_bytes(i)) for i in range(2)]
+        )
+    support_set.refresh_from_db()
+    assert (support_set.method, support_set.status, support_set.progress) == ("dfd", "ready", 1.0)
+
+    def too_slow(*args, **kwargs):
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(services.ml, "fit_support", too_slow)
+    with django_capture_on_commit_callbacks(execute=True):
+        slow, _ = services.support_set_create(
+            product=product, user=owner, files=[upload(f"h{i}.png", png_bytes(i)) for i in range(2)]
+        )
+    slow.refresh_from_db()
+    assert slow.status == "failed" and "INSPECTOR_FIT_TIME_LIMIT" in slow.error

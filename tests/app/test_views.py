@@ -167,3 +167,25 @@ def test_tiff_originals_are_served_as_png_for_the_browser(client, owner, batch, 
     response = client.get(reverse("media", args=[inspection.image.name]))
     assert response.status_code == 200 and response["Content-Type"] == "image/png"
     assert b"".join(response.streaming_content)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_product_page_shows_the_active_detector_and_the_progress_of_a_training_fit(client, owner, batch):
+    from inspector.products.models import SupportSet
+
+    product = batch.product
+    SupportSet.objects.create(
+        product=product,
+        version=9,
+        method="dfd",
+        status="fitting",
+        progress=0.42,
+        progress_message="training step 63/150",
+    )
+    client.force_login(owner)
+    response = client.get(reverse("product-detail", args=[product.pk]), headers={"HX-Request": "true"})
+    page = response.content.decode()
+    assert response.status_code == 200  # still polling
+    assert 'value="42"' in page and "training step 63/150" in page
+    full = client.get(reverse("product-detail", args=[product.pk])).content.decode()
+    assert 'data-testid="detector-active"' in full and "fitted with <b>fastrecon</b>" in full
+    assert '<option value="dfd"' in full
