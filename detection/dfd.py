@@ -26,8 +26,9 @@ image is; a defect scores above 1.
 
 CPU budget (training is a background job): the backbone runs once per augmented image and path, then
 training reads cached features. The paper's 80 augmentations per image x 80 epochs is ~800 steps of batch 8
-per support image, hours on a 2-core CPU; the defaults cap the augmented pool and the number of steps
-(DetectorConfig.dfd_*) and a GPU, when present, runs the same steps much faster.
+per support image, hours on a 2-core CPU; the defaults cap the augmented pool and the number of steps, use a
+narrower adaptor (256) than the features (1536), and train each step on a 16 x 16 window of the 32 x 32 patch
+grid that holds the pseudo-defect (DetectorConfig.dfd_*). A GPU, when present, runs the same steps faster.
 """
 
 from __future__ import annotations
@@ -172,6 +173,7 @@ class DFDSettings:
     lr_gaussian: float
     lr_perlin: float
     calibration_images: int
+    window: int
 
 
 def build_model(in_dim: int, s: DFDSettings) -> DFDModel:
@@ -218,6 +220,32 @@ def pseudo_anomaly(
     texture = textures.sample(textures.classes[int(rng.integers(len(textures)))], rgb.shape[0], rng)
     blended = make_pseudo_defect(rgb, texture, mask, float(rng.uniform(0.0, 0.8)))
     return torch.from_numpy(blended).permute(2, 0, 1).float() / 255, torch.from_numpy(mask.astype(np.float32))
+
+
+def training_window(labels: torch.Tensor, grid: tuple[int, int], window: int, gen: torch.Generator) -> torch.Tensor:
+    """Flat patch indices (B, window * window) of one square window of the (h, w) patch grid per image.
+
+    CPU budget: a training step on a quarter of the grid costs a quarter. The window contains a random patch of
+    the image's pseudo-defect (labels 1) when it has one, at a random place inside the window, so every step
+    still sees anomalies; otherwise it is anywhere. window >= the grid side: the whole grid.
+    """
+    h, w = grid
+    if window >= min(h, w):
+        return torch.arange(h * w).expand(labels.shape[0], h * w)
+    out = []
+    for row in labels.cpu():
+        hits = torch.nonzero(row == 1).flatten()
+        if hits.numel():
+            centre = int(hits[torch.randint(hits.numel(), (1,), generator=gen)])
+            cy, cx = divmod(centre, w)
+            oy, ox = torch.randint(window, (2,), generator=gen).tolist()
+            top, left = min(max(cy - oy, 0), h - window), min(max(cx - ox, 0), w - window)
+        else:
+            top = int(torch.randint(h - window + 1, (1,), generator=gen))
+            left = int(torch.randint(w - window + 1, (1,), generator=gen))
+        ys, xs = torch.arange(top, top + window), torch.arange(left, left + window)
+        out.append((ys[:, None] * w + xs[None, :]).flatten())
+    return torch.stack(out)
 
 
 def grid_labels(masks: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -367,11 +395,11 @@ def train(
             order, cursor = torch.randperm(n, generator=gen), 0
         idx = order[cursor : cursor + batch].to(device)
         cursor += batch
+        rows, cols = idx[:, None], training_window(labels[idx], (h, w), s.window, gen).to(device)  # (b, 1), (b, W)
         loss = feats["low"].new_zeros((), dtype=torch.float32)
         for path in ("low", "high"):
-            part, _ = dfd_loss(
-                model, feats[path][idx].float(), feats["a_" + path][idx].float(), labels[idx], s, noise_gen
-            )
+            normal, anomaly = feats[path][rows, cols].float(), feats["a_" + path][rows, cols].float()
+            part, _ = dfd_loss(model, normal, anomaly, labels[rows, cols], s, noise_gen)
             loss = loss + part
         optimiser.zero_grad(set_to_none=True)
         loss.backward()

@@ -196,3 +196,19 @@ def test_fit_reports_progress_from_zero_to_one(resnet):
 def test_bad_dfd_settings_are_refused(field):
     with pytest.raises(ValueError, match=field):
         DetectorConfig(method="dfd", **{field: 0})
+
+
+def test_training_window_is_a_square_of_the_grid_that_holds_the_pseudo_defect():
+    labels = torch.zeros(3, 10 * 12)
+    labels[0, 7 * 12 + 11] = 1  # one anomalous patch near the bottom-right corner
+    labels[1, 0] = 1
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        idx = dfd.training_window(labels, (10, 12), 4, gen)
+        assert idx.shape == (3, 16)
+        for b in range(3):
+            ys, xs = idx[b] // 12, idx[b] % 12
+            assert ys.max() - ys.min() == 3 and xs.max() - xs.min() == 3 and len(set(idx[b].tolist())) == 16
+        assert 7 * 12 + 11 in idx[0].tolist() and 0 in idx[1].tolist()
+    whole = dfd.training_window(labels, (10, 12), 10, gen)
+    assert whole.shape == (3, 120) and whole[2].tolist() == list(range(120))
