@@ -95,6 +95,9 @@ def evaluate(data: Path, detector: Detector, shots: list[int], seeds: int) -> di
                     "good_flagged_pct": 100 * float(np.mean(img_scores[good] > fitted.thresholds.good_max)),
                     "good_rejected_pct": 100 * float(np.mean(img_scores[good] >= fitted.thresholds.defective_min)),
                     "defect_caught_pct": 100 * float(np.mean(img_scores[labels] > fitted.thresholds.good_max)),
+                    # cost at this number of shots: the fit, and one query image end to end
+                    "fit_s": fit_times[-1],
+                    "query_ms": decode_ms + backbone_ms + score_ms[-1],
                 }
             )
             shown = {m: v if v is None else round(v, 2) for m, v in per_seed[-1].items()}

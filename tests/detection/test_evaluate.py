@@ -44,6 +44,7 @@ def test_evaluation_on_a_tiny_synthetic_set_reports_the_published_protocol_field
         assert 50 < row["pixel_auroc"] <= 100
         assert row["image_auroc_std"] >= 0 and row["pixel_auroc_std"] >= 0
     assert set(result["timing"]) >= {"fit_s", "query_ms"}
+    assert all(row["fit_s"] > 0 and row["query_ms"] > 0 for row in result["results"])  # cost per number of shots
     assert "fastrecon" in format_table(result)
 
 
