@@ -1,0 +1,51 @@
+"""Side-by-side table of `detection.evaluate` results (the README's), from their JSON files.
+
+    python -m detection.compare out/eval_*.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+ORDER = ("patchcore", "fastrecon", "patchcore_plus", "dfd")
+LABELS = {"patchcore": "PatchCore", "fastrecon": "FastRecon", "patchcore_plus": "PatchCore+", "dfd": "DFD"}
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "n/a" if value is None else format(value, fmt)
+
+
+def side_by_side(results: list[dict]) -> str:
+    """Markdown: one row per dataset, method and number of shots."""
+    lines = [
+        "| dataset | method | shots | image AUROC % | pixel AUROC % | fit s | query ms/image |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    key = {m: i for i, m in enumerate(ORDER)}
+    for r in sorted(results, key=lambda r: (r["dataset"], key.get(r["method"], len(ORDER)))):
+        for row in r["results"]:
+            cells = [
+                r["dataset"],
+                LABELS.get(r["method"], r["method"]),
+                str(row["shots"]),
+                _num(row["image_auroc"], ".2f"),
+                _num(row["pixel_auroc"], ".2f"),
+                _num(row.get("fit_s"), ".1f"),
+                _num(row.get("query_ms"), ".0f"),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("files", type=Path, nargs="+", help="JSON files written by detection.evaluate --json")
+    args = parser.parse_args(argv)
+    print(side_by_side([json.loads(f.read_text()) for f in args.files]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
