@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, F, QuerySet
+from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.http import Http404
 
 from inspector.products.models import Membership, Product, Role, SupportSet, Team
@@ -39,9 +39,13 @@ def team_get_for_user(*, user, team_id: int, role: str = Role.OPERATOR) -> Team:
 
 def teams_for_user(*, user) -> QuerySet[Team]:
     """The user's teams, each with `user_role` and `n_members`."""
+    mine = Membership.objects.filter(user_id=user.pk)
     return (
-        Team.objects.filter(memberships__user=user)
-        .annotate(user_role=F("memberships__role"), n_members=Count("memberships", distinct=True))
+        Team.objects.filter(pk__in=mine.values("team_id"))
+        .annotate(
+            user_role=Subquery(mine.filter(team_id=OuterRef("pk")).values("role")[:1]),
+            n_members=Count("memberships"),
+        )
         .order_by("name")
     )
 
