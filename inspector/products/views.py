@@ -52,6 +52,9 @@ def product_detail(request: HttpRequest, product_id: int) -> HttpResponse:
         "batches": product.batches.select_related("uploaded_by")[:20],
         "polling": latest is not None and latest.status in ("pending", "fitting"),
         "detector_methods": DETECTOR_LABELS,
+        # forms a role cannot use are not shown (the views refuse them anyway)
+        "can_review": Role.at_least(product.user_role, Role.REVIEWER),
+        "can_lead": Role.at_least(product.user_role, Role.LEAD),
     }
     # When fitting ends the page reloads: the batch form is shown only with a ready support set.
     return render_polled(

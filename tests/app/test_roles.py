@@ -364,3 +364,15 @@ def test_demo_user_is_admin_of_its_team_and_the_command_is_idempotent(db):
     assert Membership.objects.get(user__username="demo").role == Role.ADMIN
     assert Membership.objects.filter(user__username="demo").count() == 1
     assert Product.objects.count() == 0
+
+
+def test_the_product_page_shows_an_operator_no_form_their_role_cannot_use(client, scene):
+    users, args, _ = scene
+    url = reverse("product-detail", args=[args["product_id"]])
+    client.force_login(users[Role.OPERATOR])
+    page = client.get(url).content.decode()
+    assert reverse("support-upload", args=[args["product_id"]]) not in page
+    assert reverse("review", args=[args["product_id"]]) not in page
+    client.force_login(users[Role.LEAD])
+    page = client.get(url).content.decode()
+    assert reverse("support-upload", args=[args["product_id"]]) in page and 'data-testid="detector-form"' in page
