@@ -17,7 +17,7 @@ from inspector.inspections import services as inspection_services
 from inspector.inspections.models import Batch
 from inspector.products import selectors as product_selectors
 from inspector.products import services as product_services
-from inspector.products.models import Product, SupportSet
+from inspector.products.models import Product, Role, SupportSet
 
 
 class SupportSetOut(serializers.Serializer):
@@ -41,6 +41,9 @@ class ProductOut(serializers.Serializer):
 class ProductIn(serializers.Serializer):
     name = serializers.CharField(max_length=200)
     description = serializers.CharField(required=False, allow_blank=True, default="")
+    team = serializers.IntegerField(
+        required=False, help_text="team id (default: your first team where you are lead or admin)"
+    )
 
 
 class InspectionOut(serializers.Serializer):
@@ -156,7 +159,12 @@ class ProductListApi(APIView):
         data = ProductIn(data=request.data)
         data.is_valid(raise_exception=True)
         try:
-            product = product_services.product_create(user=request.user, **data.validated_data)
+            product = product_services.product_create(
+                user=request.user,
+                name=data.validated_data["name"],
+                description=data.validated_data["description"],
+                team_id=data.validated_data.get("team"),
+            )
         except ValidationError as exc:
             raise ApiValidationError(exc.message_dict) from None
         return Response(_products_out([product])[0], status=status.HTTP_201_CREATED)
@@ -174,7 +182,7 @@ class SupportImagesApi(APIView):
 
     @extend_schema(request={"multipart/form-data": UploadIn}, responses={201: SupportSetOut})
     def post(self, request: Request, product_id: int) -> Response:
-        product = product_selectors.product_get_for_user(user=request.user, product_id=product_id)
+        product = product_selectors.product_get_for_user(user=request.user, product_id=product_id, role=Role.LEAD)
         try:
             support_set, rejected = product_services.support_set_create(
                 product=product, user=request.user, files=_files(request)
@@ -221,7 +229,7 @@ class ProductDetectorApi(APIView):
     @extend_schema(request=DetectorIn, responses=ProductOut)
     def post(self, request: Request, product_id: int) -> Response:
         """Switch the product's detector: its newest good images are fitted again with it as a new version."""
-        product = product_selectors.product_get_for_user(user=request.user, product_id=product_id)
+        product = product_selectors.product_get_for_user(user=request.user, product_id=product_id, role=Role.LEAD)
         data = DetectorIn(data=request.data)
         data.is_valid(raise_exception=True)
         try:

@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "inspector.products",
     "inspector.inspections",
     "inspector.review",
+    "inspector.audit",
 ]
 
 MIDDLEWARE = [
@@ -44,6 +45,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "inspector.audit.context.AuditContextMiddleware",  # who and from where, for audit events
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",

@@ -4,7 +4,10 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
 from inspector import apis
+from inspector.audit import apis as audit_apis
+from inspector.audit import views as audit_views
 from inspector.inspections import views as inspection_views
+from inspector.products import team_apis, team_views
 from inspector.products import views as product_views
 from inspector.review import apis as review_apis
 from inspector.review import manage_views
@@ -20,10 +23,20 @@ urlpatterns = [
     path("batches/<int:batch_id>/", inspection_views.batch_detail, name="batch-detail"),
     path("inspections/<int:inspection_id>/", inspection_views.inspection_detail, name="inspection-detail"),
     path("media/<path:path>", inspection_views.media, name="media"),
+    path("teams/", team_views.team_list, name="team-list"),
+    path("teams/<int:team_id>/members/", team_views.team_members, name="team-members"),
+    path("teams/<int:team_id>/audit/", audit_views.audit_page, name="team-audit"),
+    path("teams/<int:team_id>/audit.csv", audit_views.audit_csv, name="team-audit-csv"),
     path("", include("inspector.review.urls")),
     path("", include("inspector.review.stats_urls")),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/teams/", team_apis.TeamListApi.as_view(), name="api-team-list"),
+    path("api/teams/<int:team_id>/members/", team_apis.TeamMembersApi.as_view(), name="api-team-members"),
+    path(
+        "api/teams/<int:team_id>/members/<int:user_id>/", team_apis.TeamMemberApi.as_view(), name="api-team-member"
+    ),
+    path("api/teams/<int:team_id>/audit/", audit_apis.AuditApi.as_view(), name="api-team-audit"),
     path("api/products/", apis.ProductListApi.as_view(), name="api-product-list"),
     path("api/products/<int:product_id>/", apis.ProductDetailApi.as_view(), name="api-product-detail"),
     path("api/products/<int:product_id>/support-images/", apis.SupportImagesApi.as_view(), name="api-support-images"),

@@ -2,11 +2,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.core.exceptions import PermissionDenied
 from django.db.models import Count, F, Max, Q, QuerySet
 from django.http import Http404
 
 from inspector.inspections.models import Batch, Inspection
+from inspector.products.models import Role
+from inspector.products.selectors import team_access_check
 
 # Images without a score yet (queued, running, failed) sort last on every database.
 SORTS = {
@@ -33,25 +34,24 @@ class BatchProgress:
         return round(100 * (self.processed + self.failed) / self.total) if self.total else 100
 
 
-def batch_get_for_user(*, user, batch_id: int) -> Batch:
-    try:
-        batch = Batch.objects.select_related("product__team", "support_set").get(pk=batch_id)
-    except Batch.DoesNotExist:
-        raise Http404("no such batch") from None
-    if not batch.product.team.members.filter(pk=user.pk).exists():
-        raise PermissionDenied("this batch belongs to another team")
+def batch_get_for_user(*, user, batch_id: int, role: str = Role.OPERATOR) -> Batch:
+    """The batch, if the user is a member of its product's team with at least `role` (404 / 403 otherwise)."""
+    batch = Batch.objects.select_related("product__team", "support_set").filter(pk=batch_id).first()
+    if batch is None:
+        raise Http404("no such batch")
+    team_access_check(user=user, team_id=batch.product.team_id, role=role, what="batch")
     return batch
 
 
-def inspection_get_for_user(*, user, inspection_id: int) -> Inspection:
-    try:
-        inspection = Inspection.objects.select_related("batch__product__team", "support_set", "nearest_support").get(
-            pk=inspection_id
-        )
-    except Inspection.DoesNotExist:
-        raise Http404("no such inspection") from None
-    if not inspection.batch.product.team.members.filter(pk=user.pk).exists():
-        raise PermissionDenied("this inspection belongs to another team")
+def inspection_get_for_user(*, user, inspection_id: int, role: str = Role.OPERATOR) -> Inspection:
+    inspection = (
+        Inspection.objects.select_related("batch__product__team", "support_set", "nearest_support")
+        .filter(pk=inspection_id)
+        .first()
+    )
+    if inspection is None:
+        raise Http404("no such inspection")
+    team_access_check(user=user, team_id=inspection.batch.product.team_id, role=role, what="inspection")
     return inspection
 
 

@@ -5,7 +5,7 @@ import mimetypes
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
@@ -16,8 +16,8 @@ from PIL import Image, ImageOps
 from inspector.htmx import render_polled
 from inspector.inspections import selectors, services
 from inspector.inspections.models import Inspection
-from inspector.products.models import SupportImage
-from inspector.products.selectors import product_get_for_user
+from inspector.products.models import Role, SupportImage
+from inspector.products.selectors import product_get_for_user, team_access_check
 
 PAGE_SIZE = 120
 BROWSER_UNSUPPORTED = (".tif", ".tiff")  # browsers cannot show TIFF: served converted to PNG
@@ -85,14 +85,14 @@ def inspection_detail(request: HttpRequest, inspection_id: int) -> HttpResponse:
 @login_required
 @require_GET
 def media(request: HttpRequest, path: str) -> FileResponse:
-    """Media files go through an access check: the file must belong to a product of the user's team."""
+    """Media files go through an access check: the file must belong to a product of a team the user is a member
+    of (any role); any other file is a 404, as if it did not exist."""
     if ".." in path.split("/"):
         raise Http404
-    owner_team_ids = _team_ids_for_media(path)
-    if owner_team_ids is None:
+    owner_team_id = _team_id_for_media(path)
+    if owner_team_id is None:
         raise Http404
-    if not request.user.teams.filter(pk__in=owner_team_ids).exists():
-        raise PermissionDenied
+    team_access_check(user=request.user, team_id=owner_team_id, role=Role.OPERATOR, what="file")
     try:
         fh = default_storage.open(path, "rb")
     except FileNotFoundError:
@@ -104,13 +104,13 @@ def media(request: HttpRequest, path: str) -> FileResponse:
     return response
 
 
-def _team_ids_for_media(path: str) -> list[int] | None:
+def _team_id_for_media(path: str) -> int | None:
     for qs in (Inspection.objects.filter(image=path), Inspection.objects.filter(heatmap=path)):
         ids = list(qs.values_list("batch__product__team_id", flat=True)[:1])
         if ids:
-            return ids
+            return ids[0]
     ids = list(SupportImage.objects.filter(image=path).values_list("support_set__product__team_id", flat=True)[:1])
-    return ids or None
+    return ids[0] if ids else None
 
 
 def _as_png(fh) -> io.BytesIO:

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from inspector.products.models import DefectType, Product, SupportImage, SupportSet, Team
+from inspector.products.models import DefectType, Membership, Product, SupportImage, SupportSet, Team
 
 
 class SupportImageInline(admin.TabularInline):
@@ -9,10 +9,16 @@ class SupportImageInline(admin.TabularInline):
     readonly_fields = ["position", "original_name", "checksum", "width", "height"]
 
 
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+    autocomplete_fields = ["user"]
+
+
 @admin.register(Team)
 class TeamAdmin(admin.ModelAdmin):
     list_display = ["name"]
-    filter_horizontal = ["members"]
+    inlines = [MembershipInline]
 
 
 @admin.register(Product)

@@ -19,12 +19,45 @@ def _ext(filename: str) -> str:
     return "." + filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
 
 
+class Role(models.TextChoices):
+    """A member's role in a team; each role can do everything the ones before it can."""
+
+    OPERATOR = "operator"  # upload batches, view the team's products, batches, images
+    REVIEWER = "reviewer"  # + review decisions, statistics and exports
+    LEAD = "lead"  # + support sets, detector, defect types, classifier training/promotion/rollback, audit log
+    ADMIN = "admin"  # + team membership and roles
+
+    @classmethod
+    def rank(cls, role: str) -> int:
+        return list(cls.values).index(role)
+
+    @classmethod
+    def at_least(cls, role: str | None, minimum: str) -> bool:
+        return role is not None and cls.rank(role) >= cls.rank(minimum)
+
+
 class Team(models.Model):
     name = models.CharField(max_length=200, unique=True)
-    members = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="teams", blank=True)
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, through="Membership", related_name="teams", blank=True
+    )
 
     def __str__(self) -> str:
         return self.name
+
+
+class Membership(models.Model):
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.OPERATOR)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["team", "user"], name="membership_unique")]
+        ordering = ["team", "user"]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.team} ({self.role})"
 
 
 class Product(models.Model):

@@ -10,7 +10,8 @@ from typing import BinaryIO
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, OperationalError, transaction
@@ -18,7 +19,10 @@ from django.db.models import Max
 from django.utils import timezone
 
 from inspector import ml
-from inspector.products.models import Product, SupportImage, SupportSet, Team
+from inspector.audit.models import Action
+from inspector.audit.services import audit_record
+from inspector.products.models import Membership, Product, Role, SupportImage, SupportSet, Team
+from inspector.products.selectors import team_get_for_user, teams_with_role
 from inspector.uploads import AcceptedImage, Limits, RejectedUpload, UploadTooLarge, iter_uploads
 
 log = logging.getLogger(__name__)
@@ -96,24 +100,118 @@ def enqueue_on_commit(task, ids: list[int]) -> None:
 
 
 def team_for_user(*, user) -> Team:
-    """The user's team; a user without one gets a personal team (roles arrive with the production issue)."""
+    """The user's first team; a user without any gets a personal team, as its admin."""
     team = user.teams.order_by("id").first()
     if team is None:
-        team, _ = Team.objects.get_or_create(name=f"{user.get_username()}'s team")
-        team.members.add(user)
+        with transaction.atomic():
+            team, _ = Team.objects.get_or_create(name=f"{user.get_username()}'s team")
+            Membership.objects.get_or_create(team=team, user=user, defaults={"role": Role.ADMIN})
     return team
 
 
-def product_create(*, user, name: str, description: str = "") -> Product:
+def product_create(*, user, name: str, description: str = "", team_id: int | None = None) -> Product:
+    """A new product of `team_id` (default: the user's first team where they are lead or admin; a user with no
+    team at all gets a personal one). Creating products needs the lead role."""
     name = name.strip()
     if not name:
         raise ValidationError({"name": "a product needs a name"})
-    team = team_for_user(user=user)
+    if team_id is not None:
+        team = team_get_for_user(user=user, team_id=team_id, role=Role.LEAD)
+    else:
+        team = teams_with_role(user=user, role=Role.LEAD).first()
+        if team is None and not user.teams.exists():
+            team = team_for_user(user=user)
+        if team is None:
+            raise PermissionDenied("creating a product needs the lead role in a team")
     try:
         with transaction.atomic():
-            return Product.objects.create(team=team, name=name, description=description, created_by=user)
+            product = Product.objects.create(team=team, name=name, description=description, created_by=user)
+            audit_record(action=Action.PRODUCT_CREATE, team=team, actor=user, obj=product, details={"name": name})
+            return product
     except IntegrityError:
         raise ValidationError({"name": f"your team already has a product named {name!r}"}) from None
+
+
+# --------------------------------------------------------------------------------------------- membership
+
+
+def _admins_left(team: Team, *, without: Membership) -> int:
+    return team.memberships.filter(role=Role.ADMIN).exclude(pk=without.pk).count()
+
+
+def _role_checked(role: str) -> str:
+    if role not in Role.values:
+        raise ValidationError({"role": f"role must be one of {Role.values}"})
+    return role
+
+
+def membership_add(*, team: Team, actor, username: str, role: str) -> Membership:
+    """Add an existing user to the team with a role (the caller checked that `actor` is the team's admin)."""
+    role = _role_checked(role)
+    User = get_user_model()
+    user = User.objects.filter(**{User.USERNAME_FIELD: username.strip()}).first()
+    if user is None:
+        raise ValidationError({"username": f"no user named {username.strip()!r}"})
+    with transaction.atomic():
+        membership, created = Membership.objects.get_or_create(team=team, user=user, defaults={"role": role})
+        if not created:
+            raise ValidationError({"username": f"{username.strip()!r} is already a member (as {membership.role})"})
+        audit_record(
+            action=Action.MEMBER_ADD,
+            team=team,
+            actor=actor,
+            object_type="user",
+            object_id=user.pk,
+            details={"username": user.get_username(), "role": role},
+        )
+    return membership
+
+
+def _membership_locked(team: Team, user_id: int) -> Membership:
+    # The team row is locked so two admins cannot each demote the other and leave the team with none.
+    Team.objects.select_for_update().filter(pk=team.pk).first()
+    membership = team.memberships.select_related("user").filter(user_id=user_id).first()
+    if membership is None:
+        raise ValidationError({"user": "no such member of this team"})
+    return membership
+
+
+def membership_role_set(*, team: Team, actor, user_id: int, role: str) -> Membership:
+    role = _role_checked(role)
+    with transaction.atomic():
+        membership = _membership_locked(team, user_id)
+        old = membership.role
+        if old == role:
+            return membership
+        if old == Role.ADMIN and not _admins_left(team, without=membership):
+            raise ValidationError({"role": "the last admin of a team cannot be demoted: make another admin first"})
+        membership.role = role
+        membership.save(update_fields=["role"])
+        audit_record(
+            action=Action.ROLE_CHANGE,
+            team=team,
+            actor=actor,
+            object_type="user",
+            object_id=user_id,
+            details={"username": membership.user.get_username(), "from": old, "to": role},
+        )
+    return membership
+
+
+def membership_remove(*, team: Team, actor, user_id: int) -> None:
+    with transaction.atomic():
+        membership = _membership_locked(team, user_id)
+        if membership.role == Role.ADMIN and not _admins_left(team, without=membership):
+            raise ValidationError({"user": "the last admin of a team cannot be removed: make another admin first"})
+        membership.delete()
+        audit_record(
+            action=Action.MEMBER_REMOVE,
+            team=team,
+            actor=actor,
+            object_type="user",
+            object_id=user_id,
+            details={"username": membership.user.get_username(), "role": membership.role},
+        )
 
 
 def support_set_create(
@@ -128,19 +226,22 @@ def support_set_create(
             product=product,
             user=user,
             rows=[(i.name, i.original_name, i.checksum, i.width, i.height) for i in upload.images],
+            source="upload",
         )
     return support_set, upload.rejected_for_display()
 
 
-def support_set_from_images(*, product: Product, user, images: Sequence) -> SupportSet:
+def support_set_from_images(*, product: Product, user, images: Sequence, source: str = "refit") -> SupportSet:
     """A new support-set version of images already stored (support images or inspections: anything with image,
     original_name, checksum, width, height; the files are shared, not copied), fitted with the product's current
     detector; fitting is queued on commit."""
     rows = [(i.image.name, i.original_name, i.checksum, i.width, i.height) for i in images]
-    return _support_set_new(product=product, user=user, rows=rows)
+    return _support_set_new(product=product, user=user, rows=rows, source=source)
 
 
-def _support_set_new(*, product: Product, user, rows: list[tuple[str, str, str, int, int]]) -> SupportSet:
+def _support_set_new(
+    *, product: Product, user, rows: list[tuple[str, str, str, int, int]], source: str
+) -> SupportSet:
     """The next support-set version of stored files ((name, original name, checksum, width, height) each), fitted
     with the product's current detector once the rows are committed."""
     from inspector.products.tasks import support_set_fit_task
@@ -165,6 +266,14 @@ def _support_set_new(*, product: Product, user, rows: list[tuple[str, str, str, 
             )
             for position, (name, original, checksum, width, height) in enumerate(rows)
         )
+        audit_record(
+            action=Action.SUPPORT_SET_CREATE,
+            team=product.team_id,
+            actor=user,
+            obj=support_set,
+            details={"product": product.pk, "version": version, "method": product.method, "images": len(rows)}
+            | {"source": source},
+        )
         enqueue_on_commit(support_set_fit_task, [support_set.pk])
     return support_set
 
@@ -177,12 +286,23 @@ def product_detector_set(*, product: Product, user, method: str) -> SupportSet |
         raise ValidationError({"method": f"detector must be one of {list(ml.detector_methods())}"})
     if method == product.method:
         return None
-    Product.objects.filter(pk=product.pk).update(detector_method=method)
-    product.detector_method = method
-    latest = product.support_sets.order_by("-version").first()
-    if latest is None:
-        return None
-    return support_set_from_images(product=product, user=user, images=list(latest.images.order_by("position")))
+    old = product.method
+    with transaction.atomic():
+        Product.objects.filter(pk=product.pk).update(detector_method=method)
+        product.detector_method = method
+        audit_record(
+            action=Action.DETECTOR_SWITCH,
+            team=product.team_id,
+            actor=user,
+            obj=product,
+            details={"from": old, "to": method},
+        )
+        latest = product.support_sets.order_by("-version").first()
+        if latest is None:
+            return None
+        return support_set_from_images(
+            product=product, user=user, images=list(latest.images.order_by("position")), source="detector switch"
+        )
 
 
 PROGRESS_EVERY = 2.0  # seconds between progress writes: the page polls every 2 s
@@ -223,15 +343,25 @@ def support_set_fit(*, support_set_id: int) -> None:
             f"support-state/{support_set.product_id}/v{support_set.version}-{uuid.uuid4().hex}.pt",
             ContentFile(result.state),
         )
-        SupportSet.objects.filter(pk=support_set_id).update(
-            state_file=state_name,
-            thresholds=result.thresholds,
-            fit_seconds=result.seconds,
-            fitted_at=timezone.now(),
-            status=SupportSet.Status.READY,
-            progress=1.0,
-            progress_message="",
-        )
+        with transaction.atomic():
+            SupportSet.objects.filter(pk=support_set_id).update(
+                state_file=state_name,
+                thresholds=result.thresholds,
+                fit_seconds=result.seconds,
+                fitted_at=timezone.now(),
+                status=SupportSet.Status.READY,
+                progress=1.0,
+                progress_message="",
+            )
+            # The fit calibrates the thresholds new batches are judged by: a quality-relevant change.
+            audit_record(
+                action=Action.THRESHOLDS_SET,
+                team=support_set.product.team_id,
+                actor=None,
+                obj=support_set,
+                details={"product": support_set.product_id, "version": support_set.version}
+                | {"thresholds": result.thresholds},
+            )
     except OperationalError:
         # Database trouble: release the claim so the retry (and the reaper) can take it again.
         SupportSet.objects.filter(pk=support_set_id, status=SupportSet.Status.FITTING).update(

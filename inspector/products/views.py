@@ -9,6 +9,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from inspector.htmx import render_polled
 from inspector.products import selectors, services
+from inspector.products.models import Role
 
 
 @login_required
@@ -17,17 +18,25 @@ def product_list(request: HttpRequest) -> HttpResponse:
     errors = {}
     if request.method == "POST":
         try:
+            team = request.POST.get("team", "")
             product = services.product_create(
-                user=request.user, name=request.POST.get("name", ""), description=request.POST.get("description", "")
+                user=request.user,
+                name=request.POST.get("name", ""),
+                description=request.POST.get("description", ""),
+                team_id=int(team) if team.isdigit() else None,
             )
         except ValidationError as exc:
             errors = exc.message_dict
         else:
             return redirect("product-detail", product_id=product.pk)
     products = selectors.product_list_for_user(user=request.user)
-    return render(
-        request, "products/list.html", {"products": products, "errors": errors}, status=400 if errors else 200
-    )
+    context = {
+        "products": products,
+        "errors": errors,
+        "lead_teams": selectors.teams_with_role(user=request.user, role=Role.LEAD),
+        "has_team": request.user.teams.exists(),
+    }
+    return render(request, "products/list.html", context, status=400 if errors else 200)
 
 
 @login_required
@@ -43,6 +52,9 @@ def product_detail(request: HttpRequest, product_id: int) -> HttpResponse:
         "batches": product.batches.select_related("uploaded_by")[:20],
         "polling": latest is not None and latest.status in ("pending", "fitting"),
         "detector_methods": DETECTOR_LABELS,
+        # forms a role cannot use are not shown (the views refuse them anyway)
+        "can_review": Role.at_least(product.user_role, Role.REVIEWER),
+        "can_lead": Role.at_least(product.user_role, Role.LEAD),
     }
     # When fitting ends the page reloads: the batch form is shown only with a ready support set.
     return render_polled(
@@ -58,7 +70,7 @@ def product_detail(request: HttpRequest, product_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def support_upload(request: HttpRequest, product_id: int) -> HttpResponse:
-    product = selectors.product_get_for_user(user=request.user, product_id=product_id)
+    product = selectors.product_get_for_user(user=request.user, product_id=product_id, role=Role.LEAD)
     files = [(f.name, f) for f in request.FILES.getlist("images")]
     try:
         support_set, rejected = services.support_set_create(product=product, user=request.user, files=files)
@@ -82,7 +94,7 @@ DETECTOR_LABELS = {
 @login_required
 @require_POST
 def product_detector(request: HttpRequest, product_id: int) -> HttpResponse:
-    product = selectors.product_get_for_user(user=request.user, product_id=product_id)
+    product = selectors.product_get_for_user(user=request.user, product_id=product_id, role=Role.LEAD)
     try:
         refit = services.product_detector_set(product=product, user=request.user, method=request.POST.get("method", ""))
     except ValidationError as exc:

@@ -15,7 +15,7 @@ from rest_framework.views import APIView
 
 from inspector.inspections.models import Inspection
 from inspector.inspections.selectors import inspection_get_for_user
-from inspector.products.models import DefectType, Product
+from inspector.products.models import DefectType, Product, Role
 from inspector.products.selectors import product_get_for_user
 from inspector.review import selectors, services
 from inspector.review.models import ClassifierVersion
@@ -45,7 +45,7 @@ class DefectTypesApi(APIView):
 
     @extend_schema(request=DefectTypeSerializer, responses={201: DefectTypeSerializer})
     def post(self, request: Request, product_id: int) -> Response:
-        product = product_get_for_user(user=request.user, product_id=product_id)
+        product = product_get_for_user(user=request.user, product_id=product_id, role=Role.LEAD)
         data = DefectTypeSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         try:
@@ -154,8 +154,8 @@ def inspection_out(request: Request, i: Inspection) -> dict:
     }
 
 
-def _inspection(request: Request, inspection_id: int) -> Inspection:
-    inspection_get_for_user(user=request.user, inspection_id=inspection_id)  # 404 / 403
+def _inspection(request: Request, inspection_id: int, role: str = Role.OPERATOR) -> Inspection:
+    inspection_get_for_user(user=request.user, inspection_id=inspection_id, role=role)  # 404 / 403
     return Inspection.objects.select_related(
         "batch", "predicted_type", "confirmed_type", "reviewed_by", "classifier_version"
     ).get(pk=inspection_id)
@@ -178,7 +178,7 @@ class ReviewIn(serializers.Serializer):
 class ReviewApi(APIView):
     @extend_schema(request=ReviewIn, responses={200: InspectionDetailOut, 409: None})
     def post(self, request: Request, inspection_id: int) -> Response:
-        inspection = _inspection(request, inspection_id)
+        inspection = _inspection(request, inspection_id, role=Role.REVIEWER)
         data = ReviewIn(data=request.data)
         data.is_valid(raise_exception=True)
         name = data.validated_data.get("defect_type")
@@ -258,7 +258,7 @@ class ClassifierApi(APIView):
 class ClassifierTrainApi(APIView):
     @extend_schema(request=None, responses={202: ClassifierOut})
     def post(self, request: Request, product_id: int) -> Response:
-        product = product_get_for_user(user=request.user, product_id=product_id)
+        product = product_get_for_user(user=request.user, product_id=product_id, role=Role.LEAD)
         try:
             services.classifier_train_request(product=product, user=request.user)
         except ValidationError as exc:
@@ -276,7 +276,7 @@ def _version(product: Product, version: int) -> ClassifierVersion:
 class ClassifierPromoteApi(APIView):
     @extend_schema(request=None, responses=ClassifierOut)
     def post(self, request: Request, product_id: int, version: int) -> Response:
-        product = product_get_for_user(user=request.user, product_id=product_id)
+        product = product_get_for_user(user=request.user, product_id=product_id, role=Role.LEAD)
         try:
             services.classifier_promote(version=_version(product, version), user=request.user)
         except ValidationError as exc:
@@ -287,7 +287,7 @@ class ClassifierPromoteApi(APIView):
 class ClassifierRollbackApi(APIView):
     @extend_schema(request=None, responses=ClassifierOut)
     def post(self, request: Request, product_id: int) -> Response:
-        product = product_get_for_user(user=request.user, product_id=product_id)
+        product = product_get_for_user(user=request.user, product_id=product_id, role=Role.LEAD)
         try:
             services.classifier_rollback(product=product, user=request.user)
         except ValidationError as exc:

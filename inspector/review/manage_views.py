@@ -11,6 +11,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
 from inspector.htmx import render_polled
+from inspector.products.models import Role
 from inspector.products.selectors import product_get_for_user
 from inspector.review import selectors, services
 from inspector.review.models import ClassifierVersion
@@ -22,7 +23,9 @@ def _error(request: HttpRequest, exc: ValidationError) -> None:
 
 @login_required
 def defect_types(request: HttpRequest, product_id: int) -> HttpResponse:
-    product = product_get_for_user(user=request.user, product_id=product_id)
+    """Everyone in the team sees the types; creating, editing and merging them needs a lead."""
+    role = Role.LEAD if request.method == "POST" else Role.OPERATOR
+    product = product_get_for_user(user=request.user, product_id=product_id, role=role)
     if request.method == "POST":
         action = request.POST.get("action", "")
         post = request.POST
@@ -80,7 +83,9 @@ def _classifier_context(product) -> dict:
 
 @login_required
 def classifier(request: HttpRequest, product_id: int) -> HttpResponse:
-    product = product_get_for_user(user=request.user, product_id=product_id)
+    """Everyone in the team sees the versions; training, promoting, rejecting, rolling back need a lead."""
+    role = Role.LEAD if request.method == "POST" else Role.OPERATOR
+    product = product_get_for_user(user=request.user, product_id=product_id, role=role)
     if request.method == "POST":
         action = request.POST.get("action", "")
         try:
@@ -126,7 +131,8 @@ def classifier_live(request: HttpRequest, product_id: int) -> HttpResponse:
 
 @login_required
 def false_alarms_to_support(request: HttpRequest, product_id: int) -> HttpResponse:
-    product = product_get_for_user(user=request.user, product_id=product_id)
+    role = Role.LEAD if request.method == "POST" else Role.OPERATOR
+    product = product_get_for_user(user=request.user, product_id=product_id, role=role)
     if request.method != "POST":
         return redirect("product-detail", product_id=product.pk)
     try:

@@ -21,6 +21,8 @@ from django.db.models import Exists, F, Max, Q
 from django.utils import timezone
 
 from inspector import ml
+from inspector.audit.models import Action
+from inspector.audit.services import audit_record
 from inspector.inspections.models import Inspection
 from inspector.products.models import DefectType, Product, SupportSet
 from inspector.products.services import enqueue_on_commit, support_set_from_images
@@ -104,11 +106,18 @@ def defect_type_create(
         colour = colour or PALETTE[live.count() % len(PALETTE)]
         try:
             with transaction.atomic():
-                return DefectType.objects.create(
+                created = DefectType.objects.create(
                     product=product, name=name, colour=colour, shortcut=shortcut, description=description
                 )
         except IntegrityError:
             raise ValidationError({"name": f"this product already has a defect type named {name!r}"}) from None
+        audit_record(
+            action=Action.DEFECT_TYPE_CREATE,
+            team=product.team_id,
+            obj=created,
+            details={"product": product.pk, "name": name, "shortcut": shortcut, "colour": colour},
+        )
+    return created
 
 
 def defect_type_update(
@@ -122,6 +131,8 @@ def defect_type_update(
     """Rename or restyle. History keeps the old name (events copy names as they were)."""
     if defect_type.merged_into_id:
         raise ValidationError("this type was merged into another one and can no longer be edited")
+    fields = ("name", "colour", "shortcut", "description")
+    before = {f: getattr(defect_type, f) for f in fields}
     if name is not None:
         name = _check_name(name)
         defect_type.name = name
@@ -131,9 +142,17 @@ def defect_type_update(
         defect_type.shortcut = _check_shortcut(defect_type.product, shortcut, exclude=defect_type.pk)
     if description is not None:
         defect_type.description = description
+    changed = {f: [before[f], getattr(defect_type, f)] for f in fields if getattr(defect_type, f) != before[f]}
     try:
         with transaction.atomic():
             defect_type.save()
+            if changed:
+                audit_record(
+                    action=Action.DEFECT_TYPE_UPDATE,
+                    team=defect_type.product.team_id,
+                    obj=defect_type,
+                    details={"product": defect_type.product_id, "changed": changed},
+                )
     except IntegrityError:
         raise ValidationError({"name": f"this product already has a defect type named {name!r}"}) from None
     return defect_type
@@ -172,6 +191,14 @@ def defect_type_merge(*, source: DefectType, target: DefectType, user) -> int:
         source.merged_into = target
         source.shortcut = ""
         source.save(update_fields=["merged_into", "shortcut"])
+        audit_record(
+            action=Action.DEFECT_TYPE_MERGE,
+            team=source.product.team_id,
+            actor=user,
+            obj=source,
+            details={"product": source.product_id, "source": source.name, "target": target.name}
+            | {"target_id": target.pk, "images_moved": len(moved)},
+        )
     return len(moved)
 
 
@@ -229,7 +256,9 @@ def review_decide(
     with transaction.atomic():
         inspection = (
             Inspection.objects.select_for_update(of=("self",))
-            .select_related("batch", "confirmed_type", "predicted_type", "classifier_version", "reviewed_by")
+            .select_related(
+                "batch__product", "confirmed_type", "predicted_type", "classifier_version", "reviewed_by"
+            )
             .get(pk=inspection_id)
         )
         if inspection.status != Inspection.Status.DONE:
@@ -262,6 +291,19 @@ def review_decide(
             review_version=F("review_version") + 1,
             lease_by=None,
             lease_until=None,
+        )
+        name = lambda t: t.name if t else ""  # noqa: E731
+        audit_record(
+            action=Action.REVIEW_DECISION,
+            team=inspection.batch.product.team_id,
+            actor=user,
+            obj=inspection,
+            details={
+                "product": inspection.batch.product_id,
+                "old": [inspection.reviewed_verdict, name(inspection.confirmed_type)],
+                "new": [verdict, name(defect_type)],
+                "machine": [inspection.verdict, name(inspection.predicted_type)],
+            },
         )
         if defect_type is not None:
             # robust: a failure to queue training must not turn a saved decision into an error for the reviewer
@@ -324,6 +366,14 @@ def review_undo(*, user, product: Product) -> Inspection | None:
             new_type_ref=old_type,
         )
         ReviewEvent.objects.filter(pk=event.pk).update(undone=True)
+        audit_record(
+            action=Action.REVIEW_UNDO,
+            team=product.team_id,
+            actor=user,
+            obj=inspection,
+            details={"product": product.pk, "undone": [event.new_verdict, event.new_type]}
+            | {"back_to": [event.old_verdict, old_type.name if old_type else ""]},
+        )
         Inspection.objects.filter(pk=inspection.pk).update(
             reviewed_verdict=event.old_verdict,
             confirmed_type=old_type,
@@ -475,6 +525,13 @@ def classifier_train_request(*, product: Product, user=None, trigger: str = "man
             raise ValidationError("no confirmed defect types yet: review some flagged images first")
         version = (product.classifier_versions.aggregate(v=Max("version"))["v"] or 0) + 1
         cv = ClassifierVersion.objects.create(product=product, version=version, created_by=user, trigger=trigger)
+        audit_record(
+            action=Action.CLASSIFIER_TRAIN,
+            team=product.team_id,
+            actor=user,
+            obj=cv,
+            details={"product": product.pk, "version": version, "trigger": trigger},
+        )
         enqueue_on_commit(classifier_train_task, [cv.pk])
     return cv
 
@@ -639,6 +696,13 @@ def classifier_train(*, version_id: int) -> None:
             )
             if promote:
                 _activate(cv)
+                audit_record(
+                    action=Action.CLASSIFIER_PROMOTE,
+                    team=cv.product.team_id,
+                    actor=None,
+                    obj=cv,
+                    details={"product": cv.product_id, "version": cv.version, "automatic": True, "reason": reason},
+                )
     except OperationalError:
         ClassifierVersion.objects.filter(pk=cv.pk, status=ClassifierVersion.Status.TRAINING).update(
             status=ClassifierVersion.Status.QUEUED, progress=0
@@ -667,6 +731,14 @@ def classifier_promote(*, version: ClassifierVersion, user) -> None:
             decision_reason=f"{'rolled back to' if rolling_back else 'promoted'} by {who}"
         )
         _activate(version)
+        audit_record(
+            action=Action.CLASSIFIER_ROLLBACK if rolling_back else Action.CLASSIFIER_PROMOTE,
+            team=version.product.team_id,
+            actor=user,
+            obj=version,
+            details={"product": version.product_id, "version": version.version}
+            | {"previous": previous.version if previous else None},
+        )
 
 
 def classifier_rollback(*, product: Product, user) -> ClassifierVersion:
@@ -689,9 +761,17 @@ def classifier_rollback(*, product: Product, user) -> ClassifierVersion:
 def classifier_reject(*, version: ClassifierVersion, user) -> None:
     if version.is_active:
         raise ValidationError("the active version cannot be rejected: promote or roll back to another first")
-    ClassifierVersion.objects.filter(pk=version.pk).update(
-        decision=ClassifierVersion.Decision.REJECTED, decision_reason=f"rejected by {user.get_username()}"
-    )
+    with transaction.atomic():
+        ClassifierVersion.objects.filter(pk=version.pk).update(
+            decision=ClassifierVersion.Decision.REJECTED, decision_reason=f"rejected by {user.get_username()}"
+        )
+        audit_record(
+            action=Action.CLASSIFIER_REJECT,
+            team=version.product.team_id,
+            actor=user,
+            obj=version,
+            details={"product": version.product_id, "version": version.version},
+        )
 
 
 RECLASSIFY_CHUNK = 500
@@ -747,4 +827,4 @@ def false_alarms_to_support(*, product: Product, user) -> SupportSet:
     if not alarms:
         raise ValidationError("no confirmed false alarm that is not already a good image")
     # Inspections and support images have the same stored-file fields: the helper takes either.
-    return support_set_from_images(product=product, user=user, images=current + alarms)
+    return support_set_from_images(product=product, user=user, images=current + alarms, source="false alarms")

@@ -23,9 +23,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from inspector.audit.services import audit_export
 from inspector.inspections import selectors as inspection_selectors
 from inspector.products import selectors as product_selectors
-from inspector.products.models import Product
+from inspector.products.models import Product, Role
 from inspector.review import stats
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -135,14 +136,14 @@ class ProductStatsApi(_JsonErrorsMixin, APIView):
         responses={(200, "application/json"): OpenApiTypes.OBJECT, (200, "text/csv"): OpenApiTypes.STR},
     )
     def get(self, request: Request, product_id: int) -> Response:
-        product = product_selectors.product_get_for_user(user=request.user, product_id=product_id)
+        product = product_selectors.product_get_for_user(user=request.user, product_id=product_id, role=Role.REVIEWER)
         filters = _filters(request, product)
         data = stats.stats_as_dict(stats.product_stats(product=product, filters=filters))
         response = Response(data)
         if request.accepted_renderer.format == "csv":
-            response["Content-Disposition"] = _disposition(
-                f"{_product_name(product)}-defect-types-{_range_name(filters)}.csv"
-            )
+            filename = f"{_product_name(product)}-defect-types-{_range_name(filters)}.csv"
+            response["Content-Disposition"] = _disposition(filename)
+            audit_export(team=product.team_id, what="defect-type summary", obj=product, query=request.query_params)
         return response
 
 
@@ -174,8 +175,9 @@ class ProductExportApi(_JsonErrorsMixin, APIView):
         responses={(200, "text/csv"): OpenApiTypes.STR},
     )
     def get(self, request: Request, product_id: int) -> StreamingHttpResponse:
-        product = product_selectors.product_get_for_user(user=request.user, product_id=product_id)
+        product = product_selectors.product_get_for_user(user=request.user, product_id=product_id, role=Role.REVIEWER)
         filters = _filters(request, product)
+        audit_export(team=product.team_id, what="product images", obj=product, query=request.query_params)
         return _stream(
             f"{_product_name(product)}-images-{_range_name(filters)}.csv",
             stats.image_rows(product=product, filters=filters),
@@ -190,8 +192,9 @@ class BatchExportApi(_JsonErrorsMixin, APIView):
 
     @extend_schema(operation_id="batch_export_csv", responses={(200, "text/csv"): OpenApiTypes.STR})
     def get(self, request: Request, batch_id: int) -> StreamingHttpResponse:
-        batch = inspection_selectors.batch_get_for_user(user=request.user, batch_id=batch_id)
+        batch = inspection_selectors.batch_get_for_user(user=request.user, batch_id=batch_id, role=Role.REVIEWER)
         filters = stats.StatsFilters(batch_id=batch.pk)
+        audit_export(team=batch.product.team_id, what="batch images", obj=batch, query=request.query_params)
         return _stream(
             f"{_product_name(batch.product)}-batch-{batch.pk}-images.csv",
             stats.image_rows(product=batch.product, filters=filters),

@@ -13,6 +13,7 @@ from django.utils.http import urlencode
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET
 
+from inspector.products.models import Role
 from inspector.products.selectors import product_get_for_user
 from inspector.review import charts, stats
 
@@ -83,7 +84,7 @@ def _context(product, data: stats.ProductStats) -> dict:
 @login_required
 @require_GET
 def product_stats(request: HttpRequest, product_id: int) -> HttpResponse:
-    product = product_get_for_user(user=request.user, product_id=product_id)
+    product = product_get_for_user(user=request.user, product_id=product_id, role=Role.REVIEWER)
     context = {
         "product": product,
         "rules": stats.RULES,

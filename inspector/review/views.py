@@ -19,7 +19,7 @@ from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET, require_POST
 
 from inspector.inspections.models import Inspection
-from inspector.products.models import DefectType, Product
+from inspector.products.models import DefectType, Product, Role
 from inspector.products.selectors import product_get_for_user
 from inspector.review import selectors, services
 from inspector.review.selectors import QueueFilters
@@ -153,7 +153,7 @@ def _refused(message: str, *, status: int) -> HttpResponse:
 @login_required
 @require_GET
 def review_screen(request: HttpRequest, product_id: int) -> HttpResponse:
-    product = product_get_for_user(user=request.user, product_id=product_id)
+    product = product_get_for_user(user=request.user, product_id=product_id, role=Role.REVIEWER)
     filters = _filters(request)
     held = None
     item_id = _int(request.GET.get("item"))
@@ -174,7 +174,7 @@ def review_screen(request: HttpRequest, product_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def review_decide(request: HttpRequest, product_id: int) -> HttpResponse:
-    product = product_get_for_user(user=request.user, product_id=product_id)
+    product = product_get_for_user(user=request.user, product_id=product_id, role=Role.REVIEWER)
     filters = _filters(request)
     inspection = _item_get(product=product, inspection_id=_int(request.POST.get("item")))
     try:
@@ -202,7 +202,7 @@ def review_decide(request: HttpRequest, product_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def review_undo(request: HttpRequest, product_id: int) -> HttpResponse:
-    product = product_get_for_user(user=request.user, product_id=product_id)
+    product = product_get_for_user(user=request.user, product_id=product_id, role=Role.REVIEWER)
     filters = _filters(request)
     try:
         undone = services.review_undo(user=request.user, product=product)
@@ -226,7 +226,7 @@ def review_undo(request: HttpRequest, product_id: int) -> HttpResponse:
 @require_POST
 def review_move(request: HttpRequest, product_id: int) -> HttpResponse:
     """Previous/next image in queue order, without deciding; the lease on the image left is released."""
-    product = product_get_for_user(user=request.user, product_id=product_id)
+    product = product_get_for_user(user=request.user, product_id=product_id, role=Role.REVIEWER)
     filters = _filters(request)
     current = _int(request.POST.get("item"))
     backwards = request.POST.get("direction") == "prev"
@@ -256,7 +256,7 @@ def review_move(request: HttpRequest, product_id: int) -> HttpResponse:
 @require_POST
 def review_type_create(request: HttpRequest, product_id: int) -> HttpResponse:
     """N: a new defect type, selected at once as the pending choice for the image on screen."""
-    product = product_get_for_user(user=request.user, product_id=product_id)
+    product = product_get_for_user(user=request.user, product_id=product_id, role=Role.LEAD)
     filters = _filters(request)
     try:
         defect_type = services.defect_type_create(product=product, name=request.POST.get("name", ""))
@@ -286,7 +286,7 @@ def review_type_create(request: HttpRequest, product_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def review_train(request: HttpRequest, product_id: int) -> HttpResponse:
-    product = product_get_for_user(user=request.user, product_id=product_id)
+    product = product_get_for_user(user=request.user, product_id=product_id, role=Role.LEAD)
     try:
         version = services.classifier_train_request(product=product, user=request.user)
     except ValidationError as exc:
@@ -305,7 +305,7 @@ def review_train(request: HttpRequest, product_id: int) -> HttpResponse:
 @login_required
 @require_GET
 def review_grid(request: HttpRequest, product_id: int) -> HttpResponse:
-    product = product_get_for_user(user=request.user, product_id=product_id)
+    product = product_get_for_user(user=request.user, product_id=product_id, role=Role.REVIEWER)
     filters = _filters(request)
     qs = selectors.queue(product=product, filters=filters)
     page = Paginator(qs, GRID_PAGE_SIZE).get_page(request.GET.get("page"))
@@ -363,7 +363,7 @@ def _bulk_items(request: HttpRequest, *, product: Product, filters: QueueFilters
 @login_required
 @require_POST
 def review_bulk(request: HttpRequest, product_id: int) -> HttpResponse:
-    product = product_get_for_user(user=request.user, product_id=product_id)
+    product = product_get_for_user(user=request.user, product_id=product_id, role=Role.REVIEWER)
     filters = _filters(request)
     back = _url("review-grid", product, filters.as_query() | {"page": request.POST.get("page", "1")})
     action = request.POST.get("action")

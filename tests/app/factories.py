@@ -7,7 +7,7 @@ import numpy as np
 from django.contrib.auth import get_user_model
 from PIL import Image
 
-from inspector.products.models import Product, Team
+from inspector.products.models import Product, Role, Team
 from tests.detection.helpers import part_image
 
 
@@ -28,8 +28,10 @@ class TeamFactory(factory.django.DjangoModelFactory):
 
     @factory.post_generation
     def members(self, create, extracted, **kwargs):
-        for user in extracted or ():
-            self.members.add(user)
+        """members=[user, ...] (admins: full access, as before roles) or {user: role, ...}."""
+        roles = extracted if isinstance(extracted, dict) else {user: Role.ADMIN for user in extracted or ()}
+        for user, role in roles.items():
+            self.members.add(user, through_defaults={"role": role})
 
 
 class ProductFactory(factory.django.DjangoModelFactory):

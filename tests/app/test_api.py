@@ -25,7 +25,7 @@ def test_full_api_flow_product_support_batch(api, owner, team, django_capture_on
     assert r.status_code == 201, r.content
     stranger = APIClient()
     stranger.force_authenticate(UserFactory())
-    assert stranger.get(f"/api/batches/{r.json()['id']}/").status_code == 403
+    assert stranger.get(f"/api/batches/{r.json()['id']}/").status_code == 404  # another team's: as if absent
     batch = api.get(f"/api/batches/{r.json()['id']}/").json()
     assert (batch["status"], batch["total"], batch["processed"], batch["failed"]) == ("done", 1, 1, 0)
     item = batch["inspections"][0]
@@ -44,10 +44,10 @@ def test_other_team_anonymous_bad_id_and_wrong_method(api, other):
     pid = api.post("/api/products/", {"name": "Valve"}, format="json").json()["id"]
     stranger = APIClient()
     stranger.force_authenticate(other)
-    assert stranger.get(f"/api/products/{pid}/").status_code == 403
-    assert stranger.post(f"/api/products/{pid}/batches/", {"images": [_png("q.png", 1)]}).status_code == 403
+    assert stranger.get(f"/api/products/{pid}/").status_code == 404
+    assert stranger.post(f"/api/products/{pid}/batches/", {"images": [_png("q.png", 1)]}).status_code == 404
     assert pid not in [p["id"] for p in stranger.get("/api/products/").json()]
-    assert stranger.post(f"/api/products/{pid}/support-images/", {"images": [_png("q.png", 1)]}).status_code == 403
+    assert stranger.post(f"/api/products/{pid}/support-images/", {"images": [_png("q.png", 1)]}).status_code == 404
     assert APIClient().get(f"/api/products/{pid}/").status_code in (401, 403)
     assert APIClient().post(f"/api/products/{pid}/batches/", {"images": [_png("q.png", 1)]}).status_code in (401, 403)
     assert api.get("/api/products/999999/").status_code == 404
@@ -80,4 +80,4 @@ def test_the_detector_is_switched_per_product_through_the_api(api, owner, team, 
     assert api.post(url, {"method": "nope"}, format="json").status_code == 400
     stranger = APIClient()
     stranger.force_authenticate(other)
-    assert stranger.post(url, {"method": "fastrecon"}, format="json").status_code == 403
+    assert stranger.post(url, {"method": "fastrecon"}, format="json").status_code == 404

@@ -95,7 +95,7 @@ def test_a_decision_is_recorded_with_who_when_previous_and_new_value_and_what_th
 
 def test_a_stale_edit_is_refused_with_a_clear_message_and_nothing_is_overwritten(batch, types, owner):
     other = UserFactory()
-    batch.product.team.members.add(other)
+    batch.product.team.members.add(other, through_defaults={"role": "admin"})
     i = flagged(batch, 0, seed=1)
     services.review_decide(
         inspection_id=i.pk, user=other, verdict="defective", defect_type=types["stain"], expected_version=0

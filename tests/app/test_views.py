@@ -37,10 +37,10 @@ def test_owner_sees_every_page_of_the_batch(client, owner, batch):
         assert client.get(url).status_code == 200, url
 
 
-def test_other_team_gets_403_on_every_page_and_file(client, other, batch):
+def test_other_team_gets_404_on_every_page_and_file(client, other, batch):
     client.force_login(other)
     for url in _pages(batch):
-        assert client.get(url).status_code == 403, url
+        assert client.get(url).status_code == 404, url
 
 
 def test_other_team_cannot_upload_to_the_product(client, other, batch):
@@ -49,7 +49,7 @@ def test_other_team_cannot_upload_to_the_product(client, other, batch):
     client.force_login(other)
     for name in ("support-upload", "batch-upload"):
         url = reverse(name, args=[batch.product_id])
-        assert client.post(url, {"images": [SimpleUploadedFile("x.png", png_bytes(9))]}).status_code == 403
+        assert client.post(url, {"images": [SimpleUploadedFile("x.png", png_bytes(9))]}).status_code == 404
     assert batch.product.support_sets.count() == 1 and batch.product.batches.count() == 1
 
 

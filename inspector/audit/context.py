@@ -1,0 +1,43 @@
+"""The request an audited action happens in, so services can record who and from where without taking the
+request as an argument. Set by AuditContextMiddleware for the duration of each request; empty in Celery
+workers and management commands (their events have no IP, and the actor the service passes)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextvars import ContextVar
+
+from django.http import HttpRequest, HttpResponse
+
+_request: ContextVar[HttpRequest | None] = ContextVar("audit_request", default=None)
+
+
+def current_request() -> HttpRequest | None:
+    return _request.get()
+
+
+def request_ip(request: HttpRequest | None) -> str | None:
+    # REMOTE_ADDR only: X-Forwarded-For is set by the client unless a trusted proxy rewrites it.
+    if request is None:
+        return None
+    return request.META.get("REMOTE_ADDR") or None
+
+
+def current_user():
+    """The request's user, read when the event is recorded (DRF authenticates tokens inside the view and then
+    sets the user on the underlying request), or None."""
+    request = _request.get()
+    user = getattr(request, "user", None) if request is not None else None
+    return user if getattr(user, "is_authenticated", False) else None
+
+
+class AuditContextMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        token = _request.set(request)
+        try:
+            return self.get_response(request)
+        finally:
+            _request.reset(token)
