@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import lzma
 import stat
 import struct
 import unicodedata
 import warnings
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -51,6 +53,8 @@ _DECODE_ERRORS = (
     Image.DecompressionBombWarning,
 )
 _ZIP_ERRORS = (
+    zlib.error,  # a corrupt deflated member (found by the fuzz test: it was a 500)
+    lzma.LZMAError,  # a corrupt LZMA member (found by the fuzz test: it was a 500)
     zipfile.BadZipFile,
     zipfile.LargeZipFile,
     OSError,
@@ -241,6 +245,9 @@ def _iter_zip(name: str, fh: BinaryIO, limits: Limits) -> Iterator[AcceptedImage
     total = 0
     for info in members:
         label = f"{name}/{_label(info.filename)}"
+        if not info.filename:  # a NUL-led name ends up empty (found by the fuzz test: is_dir() raised)
+            yield RejectedUpload(label, "archive member without a name")
+            continue
         if info.is_dir():
             continue
         if _unsafe_member_path(info.filename):
