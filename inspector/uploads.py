@@ -51,6 +51,7 @@ _DECODE_ERRORS = (
     EOFError,
     struct.error,
     Image.DecompressionBombWarning,
+    TypeError,  # a TIFF whose StripOffsets are declared RATIONAL: Pillow seeks to a fraction (found by fuzzing)
 )
 _ZIP_ERRORS = (
     zlib.error,  # a corrupt deflated member (found by the fuzz test: it was a 500)

@@ -4,7 +4,8 @@ a reason, or an accepted image that the worker's decoder then reads. Any other e
 
 Findings fixed, kept below as regression tests: a corrupt LZMA or deflate member of a zip raised LZMAError /
 zlib.error out of the upload check (a 500 for the API); a member whose name starts with NUL (zipfile cuts names at
-NUL) made ZipInfo.is_dir() raise IndexError. Long-run figures: README, "Security"."""
+NUL) made ZipInfo.is_dir() raise IndexError; a TIFF whose StripOffsets tag is declared RATIONAL made Pillow's
+load() raise TypeError (long run, 1500 examples). Long-run figures: README, "Security"."""
 
 from __future__ import annotations
 
@@ -202,3 +203,15 @@ def test_a_member_with_an_empty_name_is_refused_not_raised():
         zf.filelist[0].filename = ""
     results = _check([("lot.zip", buf.getvalue())])
     assert [r.reason for r in results if isinstance(r, RejectedUpload)] == ["archive member without a name"]
+
+
+def test_a_tiff_with_fractional_strip_offsets_is_refused_not_raised():
+    """Regression (found by the long run of test_mutated...): Pillow's TIFF loader seeks to an IFDRational."""
+    data = bytearray(_encode("TIFF"))
+    ifd = struct.unpack_from("<I", data, 4)[0]  # Pillow writes little-endian ("II")
+    for k in range(struct.unpack_from("<H", data, ifd)[0]):
+        entry = ifd + 2 + 12 * k
+        if struct.unpack_from("<H", data, entry)[0] == 273:  # StripOffsets, now one RATIONAL read at offset 8
+            struct.pack_into("<HHII", data, entry, 273, 5, 1, 8)
+    results = _check([("part.tif", bytes(data))])
+    assert [type(r) for r in results] == [RejectedUpload] and results[0].reason.startswith("corrupt image")
