@@ -40,9 +40,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "inspector.security.RequestSizeLimitMiddleware",  # first: refuse an oversized body before anything reads it
     "django.middleware.security.SecurityMiddleware",
     "inspector.security.ContentSecurityPolicyMiddleware",
+    # Before anything that reads the body (CsrfViewMiddleware reads POST): refuse an oversized one with 413.
+    "inspector.security.RequestSizeLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",  # static files under gunicorn; media never (access-checked view)
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -41,7 +41,8 @@ def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
     return redirect("account-tokens")
 
 
-def locked_out(request: HttpRequest, credentials: dict | None = None, *args) -> HttpResponse:
-    """django-axes calls this when an address has too many failed log-ins (AXES_LOCKOUT_CALLABLE)."""
+def locked_out(request: HttpRequest, *args) -> HttpResponse:
+    """django-axes calls this (AXES_LOCKOUT_CALLABLE, with the original response and the credentials, unused) when
+    an address has too many failed log-ins: 429 and a page that says why and for how long."""
     minutes = settings.AXES_COOLOFF_MINUTES
     return render(request, "registration/locked_out.html", {"cooloff_minutes": minutes}, status=429)
