@@ -3,7 +3,7 @@ authenticated by an API token of a team member: valid and invalid requests to ev
 whose body matches the schema where the schema documents that status. Not allowed: a 5xx, or a documented response
 that breaks its schema.
 
-Findings: none so far (the long run is reported in the README, "Security")."""
+Findings: no 5xx in 5,500 requests (README, "Security"); the fuzzer once revoked its own token, hence the restore."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
+from inspector.accounts.models import ApiToken
 from inspector.accounts.services import token_create
 
 from .fuzzing import fuzz_settings
@@ -50,7 +51,7 @@ def _schema(app) -> schemathesis.BaseSchema:
 
 
 def test_no_api_operation_answers_5xx_or_breaks_its_schema(wsgi_app, owner, product, batch, types, labelled):
-    _, key = token_create(user=owner, name="fuzz")
+    token, key = token_create(user=owner, name="fuzz")
     headers = {"Authorization": f"Token {key}"}
     real_ids = {
         "product_id": product.pk,
@@ -77,6 +78,8 @@ def test_no_api_operation_answers_5xx_or_breaks_its_schema(wsgi_app, owner, prod
                     if name in real_ids:
                         case.path_parameters[name] = real_ids[name]
             response = case.call_and_validate(headers=headers, checks=[not_a_server_error, response_schema_conformance])
+            # DELETE /api/tokens/<id>/ may hit the fuzzer's own token: restore it, or the rest would all be 401.
+            ApiToken.objects.filter(pk=token.pk).update(revoked_at=None)
             calls["n"] += 1
             calls["statuses"][response.status_code] = calls["statuses"].get(response.status_code, 0) + 1
 
