@@ -3,6 +3,7 @@ run locally with no external service: SQLite, a filesystem Celery broker, media 
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -29,9 +30,10 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
     "django_htmx",
+    "axes",
+    "inspector.accounts",
     "inspector.products",
     "inspector.inspections",
     "inspector.review",
@@ -40,6 +42,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "inspector.security.ContentSecurityPolicyMiddleware",
+    # Before anything that reads the body (CsrfViewMiddleware reads POST): refuse an oversized one with 413.
+    "inspector.security.RequestSizeLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",  # static files under gunicorn; media never (access-checked view)
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -49,6 +54,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes requires: turns a lockout into the lockout page
 ]
 
 ROOT_URLCONF = "inspector.urls"
@@ -105,8 +111,46 @@ STATIC_ROOT = Path(env_str("STATIC_ROOT", str(VAR_DIR / "static")))
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
 MEDIA_URL = "/media/"
 
-SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = not DEBUG
+# ------------------------------------------------------------------------------------------------ security
+# Cookies, HTTPS and headers. Defaults are safe for production (DEBUG off); with DEBUG on (local use) they relax
+# to plain HTTP. inspector.security's system check refuses to start with DEBUG off and unsafe values.
+SECURE_COOKIES = env_bool("SECURE_COOKIES", not DEBUG)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE_COOKIES
 SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 12 * 3600, minimum=300)  # one shift
+CSRF_COOKIE_HTTPONLY = True  # no script reads the cookie: htmx sends the token from the page (hx-headers)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+# Behind a TLS-terminating proxy: SECURE_PROXY_SSL_HEADER=HTTP_X_FORWARDED_PROTO,https (only if the proxy sets it).
+_proxy_ssl = env_list("SECURE_PROXY_SSL_HEADER", [])
+if _proxy_ssl and len(_proxy_ssl) != 2:
+    raise ImproperlyConfigured("SECURE_PROXY_SSL_HEADER must be 'HEADER,value', e.g. HTTP_X_FORWARDED_PROTO,https")
+SECURE_PROXY_SSL_HEADER = tuple(_proxy_ssl) if _proxy_ssl else None
+INSPECTOR_TLS_TERMINATED_UPSTREAM = env_bool("INSPECTOR_TLS_TERMINATED_UPSTREAM", False)  # proxy redirects to HTTPS
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+INSPECTOR_CSP_REPORT_ONLY = env_bool("INSPECTOR_CSP_REPORT_ONLY", False)
+INSPECTOR_CSP_REPORT_URI = env_str("INSPECTOR_CSP_REPORT_URI", "")
+SILENCED_SYSTEM_CHECKS = env_list("SILENCED_SYSTEM_CHECKS", [])
+
+# Log-in: django-axes locks an address out after AXES_FAILURE_LIMIT failed log-ins for AXES_COOLOFF_MINUTES.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_ENABLED = env_bool("AXES_ENABLED", True)
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_MINUTES = env_int("AXES_COOLOFF_MINUTES", 15, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=AXES_COOLOFF_MINUTES)
+AXES_LOCKOUT_PARAMETERS = ["ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "inspector.accounts.views.locked_out"
+AXES_CLIENT_IP_CALLABLE = "inspector.security.client_ip"
+AXES_VERBOSE = False
+# Addresses or networks of reverse proxies whose X-Forwarded-For is believed (comma-separated); empty: none.
+INSPECTOR_TRUSTED_PROXIES = env_list("INSPECTOR_TRUSTED_PROXIES", [])
 
 # Uploads: limits checked before anything is queued.
 INSPECTOR_MAX_FILE_BYTES = env_int("INSPECTOR_MAX_FILE_BYTES", 50 * 2**20, minimum=1)
@@ -115,6 +159,11 @@ INSPECTOR_MAX_FILES_PER_UPLOAD = env_int("INSPECTOR_MAX_FILES_PER_UPLOAD", 2000,
 INSPECTOR_MAX_ZIP_BYTES = env_int("INSPECTOR_MAX_ZIP_BYTES", 2 * 2**30, minimum=1)  # uncompressed total
 DATA_UPLOAD_MAX_NUMBER_FILES = INSPECTOR_MAX_FILES_PER_UPLOAD
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 2**20
+# Per request, files included (RequestSizeLimitMiddleware answers 413); form fields and JSON bodies alone are
+# capped by DATA_UPLOAD_MAX_MEMORY_SIZE.
+INSPECTOR_MAX_REQUEST_BYTES = env_int("INSPECTOR_MAX_REQUEST_BYTES", 1 * 2**30, minimum=1)
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 2 * 2**20, minimum=1024)
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 1000
 
 # Detection engine
 INSPECTOR_WEIGHTS = Path(
@@ -167,8 +216,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        # First: its WWW-Authenticate makes a request without credentials 401 (the session class would give 403).
+        "inspector.accounts.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

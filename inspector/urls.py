@@ -4,6 +4,8 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
 from inspector import apis
+from inspector.accounts import apis as account_apis
+from inspector.accounts import views as account_views
 from inspector.audit import apis as audit_apis
 from inspector.audit import views as audit_views
 from inspector.inspections import views as inspection_views
@@ -16,6 +18,10 @@ urlpatterns = [
     path("", product_views.product_list, name="product-list"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("account/tokens/", account_views.tokens, name="account-tokens"),
+    path("account/tokens/<int:token_id>/revoke/", account_views.token_revoke, name="account-token-revoke"),
+    path("api/tokens/", account_apis.TokenListApi.as_view(), name="api-token-list"),
+    path("api/tokens/<int:token_id>/", account_apis.TokenDetailApi.as_view(), name="api-token-detail"),
     path("products/<int:product_id>/", product_views.product_detail, name="product-detail"),
     path("products/<int:product_id>/support/", product_views.support_upload, name="support-upload"),
     path("products/<int:product_id>/detector/", product_views.product_detector, name="product-detector"),

@@ -56,11 +56,11 @@ def test_other_team_anonymous_bad_id_and_wrong_method(api, other):
 
 
 def test_token_auth_works(owner, team):
-    from rest_framework.authtoken.models import Token
+    from inspector.accounts.services import token_create
 
-    token = Token.objects.create(user=owner)
+    _, key = token_create(user=owner, name="camera")
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
     assert client.get("/api/products/").status_code == 200
 
 

@@ -464,12 +464,12 @@ def test_other_team_anonymous_bad_id_and_wrong_method(api, other, scene):
 
 
 def test_token_auth_and_session_auth_reach_the_exports(client, owner, scene):
-    from rest_framework.authtoken.models import Token
+    from inspector.accounts.services import token_create
 
-    token = Token.objects.create(user=UserFactory())
+    token, key = token_create(user=UserFactory(), name="exporter")
     scene["product"].team.members.add(token.user, through_defaults={"role": "admin"})
     by_token = APIClient()
-    by_token.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    by_token.credentials(HTTP_AUTHORIZATION=f"Token {key}")
     assert by_token.get(reverse("api-batch-export", args=[scene["b1"].pk])).status_code == 200
     client.force_login(owner)  # the dashboard's links: a browser session
     assert client.get(f"/api/products/{scene['product'].pk}/stats/?format=csv").status_code == 200
