@@ -9,7 +9,7 @@ WEIGHTS := $(CACHE)/resnet50_imagenet.safetensors
 export INSPECTOR_WEIGHTS := $(WEIGHTS)
 export INSPECTOR_DATASETS := $(DATASETS)
 
-.PHONY: setup test run lint evaluate benchmark clean
+.PHONY: setup test test-fault run lint evaluate benchmark clean
 
 setup: $(VENV)/.installed $(WEIGHTS)
 
@@ -29,7 +29,12 @@ lint: setup
 # The whole suite. Integration tests use PostgreSQL and Redis when DATABASE_URL / TEST_REDIS_URL point at
 # them (.ci/run does) and skip with a reason otherwise.
 test: setup lint
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not fault"
+
+# Fault tests (tests/fault): kill and restart their own worker, PostgreSQL and Redis processes; as root, with
+# initdb and redis-server on the machine. Minutes each on a busy machine, so apart from `make test`; .ci/run runs both.
+test-fault: setup
+	$(PY) -m pytest -m fault tests/fault --durations=0
 
 # The app on embedded defaults: SQLite, a filesystem Celery broker, media in ./var; web + worker, one Ctrl-C.
 run: setup

@@ -176,7 +176,7 @@ class Stack:
             ["-m", "gunicorn", "inspector.wsgi", "-b", f"127.0.0.1:{port}", "-w", "1", "--timeout", "30"], "web"
         )
 
-    def scenario(self, names: list[str], timeout: float = 120) -> dict:
+    def scenario(self, names: list[str], timeout: float = 240) -> dict:
         out = subprocess.run(
             [sys.executable, "-m", "tests.fault.driver", *names],
             cwd=ROOT,
@@ -221,8 +221,8 @@ class Stack:
         return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.tmp.glob("*.log")))
 
     def stop_all(self) -> None:
-        for proc in reversed(self.procs):
-            _stop_group(proc)
+        for proc in reversed(self.procs):  # the test is over: no warm shutdown to wait for
+            _stop_group(proc, signal.SIGKILL)
 
 
 def _require_tools() -> None:

@@ -24,7 +24,7 @@ def _started(stack) -> list[tuple[str, int]]:
     return [(p[1], int(p[2])) for p in (ln.split() for ln in stack.log.read_text().splitlines()) if p[0] == "start"]
 
 
-def _finish(stack, batch: int, timeout: float = 90) -> list[dict]:
+def _finish(stack, batch: int, timeout: float = 180) -> list[dict]:
     try:
         return wait_until(lambda: stack.finished(batch), timeout, "the batch to finish")
     except AssertionError as exc:
@@ -38,7 +38,7 @@ def _names(n: int) -> list[str]:
 def test_a_pool_process_killed_mid_image_gets_the_image_back_and_every_image_is_done_once(stack):
     s = stack.scenario(_names(6))
     stack.worker(FAULT_DELAY="1.5")
-    wait_until(lambda: len(_started(stack)) >= 2, 60, "the second image in the detector")
+    wait_until(lambda: len(_started(stack)) >= 2, 120, "the second image in the detector")
     killed_image, pid = _started(stack)[1]
     os.kill(pid, signal.SIGKILL)  # the prefork child running the detector; acks_late + reject: redelivered
 
@@ -54,7 +54,7 @@ def test_a_whole_worker_killed_mid_batch_is_replaced_and_the_reaper_gives_its_im
     stack.env |= {"CELERY_TASK_SOFT_TIME_LIMIT": "6", "CELERY_TASK_TIME_LIMIT": "8", "INSPECTOR_LOST_AFTER": "10"}
     s = stack.scenario(_names(5))
     first = stack.worker(FAULT_DELAY="1.5")
-    wait_until(lambda: len(_started(stack)) >= 2, 60, "the second image in the detector")
+    wait_until(lambda: len(_started(stack)) >= 2, 120, "the second image in the detector")
     held_image, _ = _started(stack)[1]
     os.killpg(first.pid, signal.SIGKILL)  # main process and pool: its message stays unacknowledged in Redis
     first.wait(timeout=10)
@@ -81,14 +81,14 @@ def test_postgresql_restart_mid_batch_the_worker_and_the_web_recover_and_nothing
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return False
 
-    wait_until(web_ok, 60, "the web server to answer")
+    wait_until(web_ok, 120, "the web server to answer")
     stack.worker(FAULT_DELAY="0.8")
-    wait_until(lambda: len(_started(stack)) >= 3, 60, "the third image in the detector")
+    wait_until(lambda: len(_started(stack)) >= 3, 120, "the third image in the detector")
     stack.pg.stop("fast")  # every open connection is cut
     time.sleep(3)  # the worker meets the outage: the claim, the result write or the release fails
     stack.pg.start()
 
-    wait_until(web_ok, 30, "the web server to answer again after the restart")  # no restart of the web process
+    wait_until(web_ok, 60, "the web server to answer again after the restart")  # no restart of the web process
     rows = _finish(stack, s["batch"])
     assert [r["status"] for r in rows] == ["done"] * 8, rows
     runs = stack.detector_runs("end")
@@ -102,7 +102,7 @@ def test_redis_restart_mid_batch_loses_the_queue_and_the_reaper_sends_every_imag
     s = stack.scenario(_names(8))
     stack.worker(FAULT_DELAY="0.8")
     stack.beat()
-    wait_until(lambda: len(_started(stack)) >= 2, 60, "the second image in the detector")
+    wait_until(lambda: len(_started(stack)) >= 2, 120, "the second image in the detector")
     stack.redis.stop()  # no persistence: every queued message is gone
     time.sleep(2)
     stack.redis.start()
@@ -152,7 +152,7 @@ def test_the_reaper_sends_again_a_row_stuck_in_running_and_queued_rows_whose_mes
     stack.worker()
     stack.beat()
 
-    rows = {r["id"]: r for r in _finish(stack, s["batch"], timeout=60)}
+    rows = {r["id"]: r for r in _finish(stack, s["batch"], timeout=120)}
     assert all(r["status"] == "done" for r in rows.values()), rows
     assert rows[stuck]["attempts"] == 2 and all(rows[i]["attempts"] == 1 for i in others)
     assert max(stack.detector_runs("end").values()) == 1
