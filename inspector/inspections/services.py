@@ -211,13 +211,21 @@ def work_reap(*, now=None) -> dict[str, int]:
     for pk in ids:
         inspection_process_task.delay(pk)
     counts["resent"] = len(ids)
-    SupportSet.objects.filter(status=SupportSet.Status.FITTING, fit_started_at__lt=stale_running).update(
+    # Fits: one stuck in fitting (its worker lost) goes back to pending and is sent again at once; a pending one
+    # whose message may be gone is sent again after INSPECTOR_REQUEUE_AFTER (the claim ignores duplicates).
+    lost_fits = list(
+        SupportSet.objects.filter(status=SupportSet.Status.FITTING, fit_started_at__lt=stale_running).values_list(
+            "pk", flat=True
+        )
+    )
+    SupportSet.objects.filter(pk__in=lost_fits, status=SupportSet.Status.FITTING).update(
         status=SupportSet.Status.PENDING
     )
-    for pk in SupportSet.objects.filter(status=SupportSet.Status.PENDING, created_at__lt=stale_queued).values_list(
-        "pk", flat=True
-    ):
+    waiting_fits = SupportSet.objects.filter(status=SupportSet.Status.PENDING, created_at__lt=stale_queued)
+    fits = sorted(set(lost_fits) | set(waiting_fits.values_list("pk", flat=True)))
+    for pk in fits:
         support_set_fit_task.delay(pk)
+    counts["fits_resent"] = len(fits)
     from inspector.review.services import classifier_reap
 
     counts.update(classifier_reap(stale_running=stale_running, stale_queued=stale_queued))

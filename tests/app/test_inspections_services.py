@@ -156,7 +156,7 @@ def test_the_reaper_requeues_lost_work_fails_repeat_offenders_and_resends_old_qu
     Inspection.objects.filter(pk=poison.pk).update(status="running", started_at=long_ago, attempts=3)
     Inspection.objects.filter(pk=waiting.pk).update(queued_at=long_ago)
     counts = services.work_reap()  # the lost one was queued recently: it is sent again all the same
-    nothing_for_classifiers = {"classifiers_failed": 0, "classifiers_resent": 0}
+    nothing_for_classifiers = {"classifiers_failed": 0, "classifiers_resent": 0, "fits_resent": 0}
     assert counts == {"failed": 1, "requeued": 1, "resent": 1} | nothing_for_classifiers
     poison.refresh_from_db()
     assert poison.status == "failed" and "lost 3 times" in poison.error
@@ -275,3 +275,20 @@ def test_a_file_uploaded_again_to_the_same_product_is_marked_as_a_duplicate_of_t
     with django_capture_on_commit_callbacks(execute=True):
         elsewhere = services.batch_create(product=other_product, user=owner, files=[upload("a.png", png_bytes(1))])
     assert elsewhere.inspections.get().duplicate_of_id is None  # another product's files are its own
+
+
+def test_the_reaper_sends_a_fit_whose_worker_was_lost_again_at_once(owner, ready_product, monkeypatch, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from inspector.products.tasks import support_set_fit_task
+
+    sent = []
+    monkeypatch.setattr(support_set_fit_task, "delay", sent.append)
+    support_set = ready_product.support_sets.get()
+    lost_at = timezone.now() - timedelta(seconds=settings.INSPECTOR_LOST_AFTER + 1)
+    ready_product.support_sets.update(status="fitting", fit_started_at=lost_at)  # created a moment ago
+    assert services.work_reap()["fits_resent"] == 1
+    support_set.refresh_from_db()
+    assert support_set.status == "pending" and sent == [support_set.pk]
