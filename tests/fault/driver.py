@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from unittest import mock
 
 import django
 
@@ -21,6 +22,7 @@ from rest_framework.authtoken.models import Token  # noqa: E402
 from inspector import ml  # noqa: E402
 from inspector.inspections import services as inspection_services  # noqa: E402
 from inspector.products import services as product_services  # noqa: E402
+from inspector.products.tasks import support_set_fit_task  # noqa: E402
 from tests.app.factories import TeamFactory, UserFactory, png_bytes, upload  # noqa: E402
 from tests.fault.worker import small_detector  # noqa: E402
 
@@ -31,10 +33,12 @@ def main(names: list[str]) -> dict:
     user = UserFactory()
     TeamFactory(members=[user])
     product = product_services.product_create(user=user, name="Fault")
-    support_set, _ = product_services.support_set_create(
-        product=product, user=user, files=[upload(f"good{i}.png", png_bytes(100 + i)) for i in range(3)]
-    )
-    product_services.support_set_fit(support_set_id=support_set.pk)  # here, not on the broker
+    # Fitted here, not on the broker: a worker already running would otherwise race this process for the claim.
+    with mock.patch.object(support_set_fit_task, "delay"):
+        support_set, _ = product_services.support_set_create(
+            product=product, user=user, files=[upload(f"good{i}.png", png_bytes(100 + i)) for i in range(3)]
+        )
+    product_services.support_set_fit(support_set_id=support_set.pk)
     files = [upload(name, png_bytes(seed)) for seed, name in enumerate(names)]
     batch = inspection_services.batch_create(product=product, user=user, files=files, lot="FAULT")
     return {

@@ -36,10 +36,10 @@ def _names(n: int) -> list[str]:
 
 
 def test_a_pool_process_killed_mid_image_gets_the_image_back_and_every_image_is_done_once(stack):
+    stack.worker(FAULT_DELAY="1.5")  # starts while the scenario is set up: process start-up is most of the time
     s = stack.scenario(_names(6))
-    stack.worker(FAULT_DELAY="1.5")
     wait_until(lambda: len(_started(stack)) >= 2, 120, "the second image in the detector")
-    killed_image, pid = _started(stack)[1]
+    killed_image, pid = _started(stack)[-1]  # the image in the detector now (each sleeps FAULT_DELAY there)
     os.kill(pid, signal.SIGKILL)  # the prefork child running the detector; acks_late + reject: redelivered
 
     rows = _finish(stack, s["batch"])
@@ -52,10 +52,10 @@ def test_a_pool_process_killed_mid_image_gets_the_image_back_and_every_image_is_
 def test_a_whole_worker_killed_mid_batch_is_replaced_and_the_reaper_gives_its_image_back(stack):
     # Short limits so the image the dead worker held counts as lost within seconds (a real run: minutes).
     stack.env |= {"CELERY_TASK_SOFT_TIME_LIMIT": "6", "CELERY_TASK_TIME_LIMIT": "8", "INSPECTOR_LOST_AFTER": "10"}
-    s = stack.scenario(_names(5))
     first = stack.worker(FAULT_DELAY="1.5")
+    s = stack.scenario(_names(5))
     wait_until(lambda: len(_started(stack)) >= 2, 120, "the second image in the detector")
-    held_image, _ = _started(stack)[1]
+    held_image, _ = _started(stack)[-1]
     os.killpg(first.pid, signal.SIGKILL)  # main process and pool: its message stays unacknowledged in Redis
     first.wait(timeout=10)
     stack.worker("replacement", FAULT_DELAY="0.2")
@@ -68,9 +68,10 @@ def test_a_whole_worker_killed_mid_batch_is_replaced_and_the_reaper_gives_its_im
 
 
 def test_postgresql_restart_mid_batch_the_worker_and_the_web_recover_and_nothing_is_lost_or_doubled(stack):
-    s = stack.scenario(_names(8))
     port = free_port()
     stack.web(port)
+    stack.worker(FAULT_DELAY="0.8")
+    s = stack.scenario(_names(8))
     api = f"http://127.0.0.1:{port}/api/batches/{s['batch']}/"
 
     def web_ok() -> bool:
@@ -82,7 +83,6 @@ def test_postgresql_restart_mid_batch_the_worker_and_the_web_recover_and_nothing
             return False
 
     wait_until(web_ok, 120, "the web server to answer")
-    stack.worker(FAULT_DELAY="0.8")
     wait_until(lambda: len(_started(stack)) >= 3, 120, "the third image in the detector")
     stack.pg.stop("fast")  # every open connection is cut
     time.sleep(3)  # the worker meets the outage: the claim, the result write or the release fails
@@ -99,9 +99,9 @@ def test_postgresql_restart_mid_batch_the_worker_and_the_web_recover_and_nothing
 
 
 def test_redis_restart_mid_batch_loses_the_queue_and_the_reaper_sends_every_image_again_once(stack):
-    s = stack.scenario(_names(8))
     stack.worker(FAULT_DELAY="0.8")
     stack.beat()
+    s = stack.scenario(_names(8))
     wait_until(lambda: len(_started(stack)) >= 2, 120, "the second image in the detector")
     stack.redis.stop()  # no persistence: every queued message is gone
     time.sleep(2)
@@ -117,8 +117,8 @@ def test_redis_restart_mid_batch_loses_the_queue_and_the_reaper_sends_every_imag
 
 def test_poison_images_fail_with_their_reason_after_bounded_retries_and_the_batch_finishes(stack):
     names = ["img-00.png", "poison-raise.png", "img-01.png", "poison-memory.png", "poison-kill.png", "img-02.png"]
-    s = stack.scenario(names)
     stack.worker()
+    s = stack.scenario(names)
 
     rows = {r["name"]: r for r in _finish(stack, s["batch"])}
     assert [rows[n]["status"] for n in ("img-00.png", "img-01.png", "img-02.png")] == ["done"] * 3
