@@ -29,10 +29,10 @@ lint: setup
 # The whole suite. Integration tests use PostgreSQL and Redis when DATABASE_URL / TEST_REDIS_URL point at
 # them (.ci/run does) and skip with a reason otherwise.
 test: setup lint
-	$(PY) -m pytest -m "not fault"
+	$(PY) -m pytest
 
-# Fault tests (tests/fault): kill and restart their own worker, PostgreSQL and Redis processes; as root, with
-# initdb and redis-server on the machine. Minutes each on a busy machine, so apart from `make test`; .ci/run runs both.
+# Only the fault tests (tests/fault, part of `make test`): they kill and restart their own worker, PostgreSQL and
+# Redis processes; as root, with initdb and redis-server on the machine (skipped with the reason otherwise).
 test-fault: setup
 	$(PY) -m pytest -m fault tests/fault --durations=0
 
