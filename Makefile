@@ -9,7 +9,7 @@ WEIGHTS := $(CACHE)/resnet50_imagenet.safetensors
 export INSPECTOR_WEIGHTS := $(WEIGHTS)
 export INSPECTOR_DATASETS := $(DATASETS)
 
-.PHONY: setup test run lint evaluate benchmark clean
+.PHONY: setup test test-fault run lint evaluate benchmark clean
 
 setup: $(VENV)/.installed $(WEIGHTS)
 
@@ -30,6 +30,11 @@ lint: setup
 # them (.ci/run does) and skip with a reason otherwise.
 test: setup lint
 	$(PY) -m pytest
+
+# Only the fault tests (tests/fault, part of `make test`): they kill and restart their own worker, PostgreSQL and
+# Redis processes; as root, with initdb and redis-server on the machine (skipped with the reason otherwise).
+test-fault: setup
+	$(PY) -m pytest -m fault tests/fault --durations=0
 
 # The app on embedded defaults: SQLite, a filesystem Celery broker, media in ./var; web + worker, one Ctrl-C.
 run: setup

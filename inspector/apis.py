@@ -54,6 +54,7 @@ class InspectionOut(serializers.Serializer):
     verdict = serializers.CharField()
     heatmap_url = serializers.CharField(allow_null=True)
     error = serializers.CharField()
+    duplicate_of = serializers.IntegerField(allow_null=True, help_text="the earliest inspection of the same file")
 
 
 class RejectedOut(serializers.Serializer):
@@ -69,6 +70,7 @@ class BatchOut(serializers.Serializer):
     total = serializers.IntegerField()
     processed = serializers.IntegerField()
     failed = serializers.IntegerField()
+    duplicates = serializers.IntegerField(help_text="images this product had seen before (same SHA-256)")
     lot = serializers.CharField()
     line = serializers.CharField()
     inspections = InspectionOut(many=True)
@@ -125,6 +127,7 @@ def _batch_out(request: Request, batch: Batch) -> dict:
         "total": progress.total,
         "processed": progress.processed,
         "failed": progress.failed,
+        "duplicates": progress.duplicates,
         "lot": batch.lot,
         "line": batch.line,
         "inspections": [
@@ -138,6 +141,7 @@ def _batch_out(request: Request, batch: Batch) -> dict:
                 if i.heatmap
                 else None,
                 "error": i.error,
+                "duplicate_of": i.duplicate_of_id,
             }
             for i in batch.inspections.order_by("id")
         ],

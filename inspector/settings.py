@@ -80,6 +80,12 @@ DATABASES = {
         env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'inspector.sqlite3'}"), conn_max_age=60, conn_health_checks=True
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A PostgreSQL restart: a new connection fails within seconds instead of hanging (the task retries, the web
+    # answers 500 for that request); CONN_HEALTH_CHECKS (above) replaces a dead persistent connection.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", env_int("DATABASE_CONNECT_TIMEOUT", 5, minimum=1)
+    )
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
     # The web server and the worker write to one SQLite file: wait for locks instead of failing at once.
@@ -177,6 +183,23 @@ CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
 _broker_dir = VAR_DIR / "broker"
 if CELERY_BROKER_URL.startswith("filesystem"):
     (_broker_dir / "control").mkdir(parents=True, exist_ok=True)
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True  # a killed pool process: its message goes back to the queue (same task id)
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 300, minimum=1)
+CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 360, minimum=1)
+if CELERY_TASK_SOFT_TIME_LIMIT >= CELERY_TASK_TIME_LIMIT:
+    raise ImproperlyConfigured("CELERY_TASK_SOFT_TIME_LIMIT must be below CELERY_TASK_TIME_LIMIT")
+# Redis redelivers an unacknowledged message after the visibility timeout: it must exceed the hard time limit, or
+# a slow image would be delivered to a second worker while the first still works on it.
+CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=60)
+if CELERY_VISIBILITY_TIMEOUT <= CELERY_TASK_TIME_LIMIT:
+    raise ImproperlyConfigured("CELERY_VISIBILITY_TIMEOUT must exceed CELERY_TASK_TIME_LIMIT")
+# Fitting a support set: DFD trains (minutes on a CPU), so the fit task has its own, longer limit; the broker
+# must not redeliver it while it runs.
+INSPECTOR_FIT_TIME_LIMIT = env_int("INSPECTOR_FIT_TIME_LIMIT", 1800, minimum=60)
+if CELERY_VISIBILITY_TIMEOUT <= INSPECTOR_FIT_TIME_LIMIT + 60:
+    raise ImproperlyConfigured("CELERY_VISIBILITY_TIMEOUT must exceed INSPECTOR_FIT_TIME_LIMIT + 60")
 CELERY_BROKER_TRANSPORT_OPTIONS = (
     # kombu polls the folder once a second by default: a 1 s wait per image (measured 993 ms/image).
     {
@@ -187,15 +210,20 @@ CELERY_BROKER_TRANSPORT_OPTIONS = (
         "polling_interval": 0.01,
     }
     if CELERY_BROKER_URL.startswith("filesystem")
-    else {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=60)}
+    else {
+        "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
+        # A Redis restart: fail fast and reconnect rather than hang on a dead socket.
+        "socket_connect_timeout": 5,
+        "socket_timeout": 30,
+        "socket_keepalive": True,
+        "retry_on_timeout": True,
+        "health_check_interval": 25,
+    }
 )
-CELERY_TASK_ACKS_LATE = True
-CELERY_TASK_REJECT_ON_WORKER_LOST = True
-CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 300, minimum=1)
-CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 360, minimum=1)
-# Fitting a support set: DFD trains (minutes on a CPU), so the fit task has its own, longer limit.
-INSPECTOR_FIT_TIME_LIMIT = env_int("INSPECTOR_FIT_TIME_LIMIT", 1800, minimum=60)
+# Workers and beat reconnect to the broker forever (None: no retry limit), also when it is down at start.
+CELERY_BROKER_CONNECTION_RETRY = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 # Fitting has its own queue so a new support set is not stuck behind a 2000-image batch.
 # Fitting and training share the "fit" queue: neither waits behind a large batch, and a batch does not wait
@@ -205,14 +233,26 @@ CELERY_TASK_ROUTES = {
     "inspector.review.tasks.classifier_train_task": {"queue": "fit"},
 }
 CELERY_TASK_DEFAULT_QUEUE = "celery"
-# The reaper (inspector.inspections.tasks.work_reap_task) rescues work a lost worker left behind.
-INSPECTOR_REQUEUE_AFTER = env_int("INSPECTOR_REQUEUE_AFTER", 1800, minimum=60)
+# The reaper (inspector.inspections.tasks.work_reap_task, run by Celery beat every INSPECTOR_REAP_EVERY seconds)
+# rescues work a lost worker left behind: running longer than INSPECTOR_LOST_AFTER (must exceed the hard time
+# limit: a running task is never reaped) goes back to the queue; queued longer than INSPECTOR_REQUEUE_AFTER is
+# sent again (a broker restart without persistence loses its messages; the claim makes duplicates harmless).
+INSPECTOR_REAP_EVERY = env_int("INSPECTOR_REAP_EVERY", 60, minimum=1)
+INSPECTOR_LOST_AFTER = env_int("INSPECTOR_LOST_AFTER", CELERY_TASK_TIME_LIMIT + 60, minimum=1)
+if INSPECTOR_LOST_AFTER <= CELERY_TASK_TIME_LIMIT:
+    raise ImproperlyConfigured("INSPECTOR_LOST_AFTER must exceed CELERY_TASK_TIME_LIMIT")
+INSPECTOR_REQUEUE_AFTER = env_int("INSPECTOR_REQUEUE_AFTER", 1800, minimum=1)
 # Review loop: a new classifier version is trained after this many new confirmed labels of a product.
 INSPECTOR_RETRAIN_EVERY = env_int("INSPECTOR_RETRAIN_EVERY", 10, minimum=1)
 INSPECTOR_REVIEW_LEASE_SECONDS = env_int("INSPECTOR_REVIEW_LEASE_SECONDS", 120, minimum=5)
-CELERY_BEAT_SCHEDULE = {"work-reap": {"task": "inspector.inspections.tasks.work_reap_task", "schedule": 60.0}}
+CELERY_BEAT_SCHEDULE = {
+    "work-reap": {
+        "task": "inspector.inspections.tasks.work_reap_task",
+        "schedule": float(INSPECTOR_REAP_EVERY),
+        "options": {"expires": float(INSPECTOR_REAP_EVERY)},  # runs missed while workers were away are dropped
+    }
+}
 CELERY_TASK_IGNORE_RESULT = True
-CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

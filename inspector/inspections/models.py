@@ -64,7 +64,11 @@ class Inspection(models.Model):
     height = models.PositiveIntegerField(default=0)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
     error = models.TextField(blank=True)
-    attempts = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0)  # claims by a worker; database/broker trouble not counted
+    # The Celery task holding the claim while running: its redelivery (same id, after a killed worker) may take over.
+    task_id = models.CharField(max_length=64, blank=True)
+    # The earliest inspection of the same file (sha256) in the same product: still inspected, shown as a duplicate.
+    duplicate_of = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     score = models.FloatField(null=True, blank=True)
     verdict = models.CharField(max_length=10, choices=Verdict.choices, blank=True, db_index=True)
     heatmap = models.ImageField(upload_to=_heatmap_path, blank=True, db_index=True)

@@ -24,6 +24,7 @@ class BatchProgress:
     processed: int  # done
     failed: int
     images_per_second: float | None
+    duplicates: int = 0  # images the product had seen before (same sha256); inspected and counted all the same
 
     @property
     def finished(self) -> bool:
@@ -60,13 +61,26 @@ def batch_progress(*, batch: Batch) -> BatchProgress:
         done=Count("id", filter=Q(status=Inspection.Status.DONE)),
         failed=Count("id", filter=Q(status=Inspection.Status.FAILED)),
         last=Max("finished_at"),
+        duplicates=Count("id", filter=Q(duplicate_of__isnull=False)),
     )
     finished = agg["done"] + agg["failed"]
     rate = None
     if finished and agg["last"] is not None:
         seconds = (agg["last"] - batch.created_at).total_seconds()
         rate = finished / seconds if seconds > 0 else None
-    return BatchProgress(batch.total, agg["done"], agg["failed"], rate)
+    return BatchProgress(batch.total, agg["done"], agg["failed"], rate, agg["duplicates"])
+
+
+DUPLICATES_LISTED = 200
+
+
+def batch_duplicates(*, batch: Batch) -> QuerySet[Inspection]:
+    """The batch's images that the product had seen before, each with its earliest inspection (and batch)."""
+    return (
+        batch.inspections.filter(duplicate_of__isnull=False)
+        .select_related("duplicate_of__batch")
+        .order_by("id")[:DUPLICATES_LISTED]
+    )
 
 
 def batch_inspections(*, batch: Batch, verdict: str = "", status: str = "", sort: str = "id") -> QuerySet[Inspection]:

@@ -39,6 +39,13 @@ def batch_upload(request: HttpRequest, product_id: int) -> HttpResponse:
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
         return redirect("product-detail", product_id=product.pk)
+    duplicates = selectors.batch_progress(batch=batch).duplicates
+    if duplicates:
+        messages.warning(
+            request,
+            f"{duplicates} of {batch.total} images were uploaded to this product before (same file): "
+            "they are inspected again and marked as duplicates.",
+        )
     return redirect("batch-detail", batch_id=batch.pk)
 
 
@@ -60,6 +67,7 @@ def batch_detail(request: HttpRequest, batch_id: int) -> HttpResponse:
         "inspections": page.object_list,
         "page": page,
         "rejected": batch.rejected_files.all(),
+        "duplicates": selectors.batch_duplicates(batch=batch) if progress.duplicates else [],
         "verdict": verdict,
         "status": status,
         "statuses": Inspection.Status.choices,

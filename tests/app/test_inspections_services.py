@@ -100,7 +100,7 @@ def test_an_upload_over_the_image_limit_is_refused_whole_and_leaves_no_files(own
     assert files() == before
 
 
-def test_database_trouble_after_the_claim_releases_it_for_the_retry(owner, ready_product, monkeypatch):
+def test_database_trouble_after_the_claim_releases_it_uncounted_for_the_retry(owner, ready_product, monkeypatch):
     from django.db import OperationalError
 
     batch = services.batch_create(product=ready_product, user=owner, files=[upload("a.png", png_bytes(1))])
@@ -113,11 +113,11 @@ def test_database_trouble_after_the_claim_releases_it_for_the_retry(owner, ready
     with pytest.raises(OperationalError):
         services.inspection_process(inspection_id=inspection.pk)
     inspection.refresh_from_db()
-    assert inspection.status == "queued"  # not stuck in running: the retry can claim it
+    assert inspection.status == "queued" and inspection.attempts == 0  # not the image's fault: not counted
     monkeypatch.undo()
     services.inspection_process(inspection_id=inspection.pk)
     inspection.refresh_from_db()
-    assert inspection.status == "done" and inspection.attempts == 2
+    assert inspection.status == "done" and inspection.attempts == 1
 
 
 def test_a_broker_error_at_enqueue_keeps_the_committed_batch_and_its_files(
@@ -156,10 +156,139 @@ def test_the_reaper_requeues_lost_work_fails_repeat_offenders_and_resends_old_qu
     Inspection.objects.filter(pk=poison.pk).update(status="running", started_at=long_ago, attempts=3)
     Inspection.objects.filter(pk=waiting.pk).update(queued_at=long_ago)
     counts = services.work_reap()  # the lost one was queued recently: it is sent again all the same
-    nothing_for_classifiers = {"classifiers_failed": 0, "classifiers_resent": 0}
+    nothing_for_classifiers = {"classifiers_failed": 0, "classifiers_resent": 0, "fits_resent": 0}
     assert counts == {"failed": 1, "requeued": 1, "resent": 1} | nothing_for_classifiers
     poison.refresh_from_db()
     assert poison.status == "failed" and "lost 3 times" in poison.error
     assert sorted(sent) == sorted([lost.pk, waiting.pk])
     again = services.work_reap()  # not sent again right away
     assert again == {"failed": 0, "requeued": 0, "resent": 0} | nothing_for_classifiers
+
+
+def _queued(owner, product, n=1):
+    from inspector.inspections.tasks import inspection_process_task
+
+    sent = []
+    mp = pytest.MonkeyPatch()
+    mp.setattr(inspection_process_task, "delay", sent.append)  # queued, not run: the test plays the worker
+    try:
+        batch = services.batch_create(
+            product=product, user=owner, files=[upload(f"{i}.png", png_bytes(i)) for i in range(n)]
+        )
+    finally:
+        mp.undo()
+    return list(batch.inspections.order_by("id"))
+
+
+def test_a_redelivered_task_takes_over_its_own_running_claim_and_no_other_task_does(owner, ready_product):
+    (inspection,) = _queued(owner, ready_product)
+    # The worker that ran task "t1" was killed mid-image: the row stays running under t1.
+    Inspection.objects.filter(pk=inspection.pk).update(status="running", task_id="t1", attempts=1)
+    services.inspection_process(inspection_id=inspection.pk, task_id="other")  # a stray duplicate message
+    inspection.refresh_from_db()
+    assert (inspection.status, inspection.attempts) == ("running", 1)
+    services.inspection_process(inspection_id=inspection.pk, task_id="t1")  # acks_late redelivers t1
+    inspection.refresh_from_db()
+    assert (inspection.status, inspection.attempts, inspection.task_id) == ("done", 2, "t1")
+
+
+def test_a_worker_lost_on_every_claim_fails_the_image_on_the_claim_after_max_attempts(owner, ready_product):
+    (inspection,) = _queued(owner, ready_product)
+    Inspection.objects.filter(pk=inspection.pk).update(status="running", task_id="t1", attempts=services.MAX_ATTEMPTS)
+    services.inspection_process(inspection_id=inspection.pk, task_id="t1")
+    inspection.refresh_from_db()
+    assert inspection.status == "failed" and f"lost {services.MAX_ATTEMPTS} times" in inspection.error
+
+
+def test_an_image_that_crashes_the_detector_fails_at_once_with_the_reason_and_the_others_finish(
+    owner, ready_product, monkeypatch
+):
+    poison, good = _queued(owner, ready_product, n=2)
+    real = services.ml.inspect
+
+    def detector(name, **kw):
+        if name == poison.image.name:
+            raise ValueError("cannot reshape array of size 0")
+        return real(name, **kw)
+
+    monkeypatch.setattr(services.ml, "inspect", detector)
+    services.inspection_process(inspection_id=poison.pk, task_id="a")  # no exception: nothing to retry
+    services.inspection_process(inspection_id=good.pk, task_id="b")
+    poison.refresh_from_db()
+    good.refresh_from_db()
+    assert (poison.status, poison.attempts) == ("failed", 1)
+    assert poison.error == "ValueError: cannot reshape array of size 0"
+    assert good.status == "done"
+
+
+def test_memory_errors_are_retried_a_bounded_number_of_times_then_fail_the_image(owner, ready_product, monkeypatch):
+    (inspection,) = _queued(owner, ready_product)
+
+    def out_of_memory(*a, **k):
+        raise MemoryError()
+
+    monkeypatch.setattr(services.ml, "inspect", out_of_memory)
+    for _ in range(services.MAX_ATTEMPTS - 1):
+        with pytest.raises(MemoryError):  # the task retries with backoff
+            services.inspection_process(inspection_id=inspection.pk, task_id="t")
+        inspection.refresh_from_db()
+        assert inspection.status == "queued"
+    services.inspection_process(inspection_id=inspection.pk, task_id="t")
+    inspection.refresh_from_db()
+    assert (inspection.status, inspection.attempts) == ("failed", services.MAX_ATTEMPTS)
+    assert inspection.error.startswith("MemoryError")
+
+
+def test_a_result_computed_after_the_claim_was_reaped_is_not_written(owner, ready_product, monkeypatch):
+    (inspection,) = _queued(owner, ready_product)
+    real = services.ml.inspect
+
+    def slow_detector(name, **kw):  # meanwhile the reaper gave the image to another task
+        Inspection.objects.filter(pk=inspection.pk).update(status="running", task_id="new")
+        return real(name, **kw)
+
+    monkeypatch.setattr(services.ml, "inspect", slow_detector)
+    services.inspection_process(inspection_id=inspection.pk, task_id="old")
+    inspection.refresh_from_db()
+    assert (inspection.status, inspection.task_id, inspection.score) == ("running", "new", None)
+
+
+def test_a_file_uploaded_again_to_the_same_product_is_marked_as_a_duplicate_of_the_first(
+    owner, team, ready_product, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        first = services.batch_create(product=ready_product, user=owner, files=[upload("a.png", png_bytes(1))])
+        second = services.batch_create(
+            product=ready_product,
+            user=owner,
+            files=[upload("a-again.png", png_bytes(1)), upload("b.png", png_bytes(2)), upload("b2.png", png_bytes(2))],
+        )
+    original = first.inspections.get()
+    again, b, b2 = second.inspections.order_by("id")
+    assert (again.duplicate_of_id, b.duplicate_of_id, b2.duplicate_of_id) == (original.pk, None, b.pk)
+    assert batch_progress(batch=second).duplicates == 2
+    assert batch_progress(batch=second).processed == 3  # still inspected, shown as duplicates
+    assert original.duplicate_of_id is None
+    other_product = ProductFactory(team=team)
+    with django_capture_on_commit_callbacks(execute=True):
+        product_services.support_set_create(product=other_product, user=owner, files=[upload("g.png", png_bytes(7))])
+    with django_capture_on_commit_callbacks(execute=True):
+        elsewhere = services.batch_create(product=other_product, user=owner, files=[upload("a.png", png_bytes(1))])
+    assert elsewhere.inspections.get().duplicate_of_id is None  # another product's files are its own
+
+
+def test_the_reaper_sends_a_fit_whose_worker_was_lost_again_at_once(owner, ready_product, monkeypatch, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from inspector.products.tasks import support_set_fit_task
+
+    sent = []
+    monkeypatch.setattr(support_set_fit_task, "delay", sent.append)
+    support_set = ready_product.support_sets.get()
+    lost_at = timezone.now() - timedelta(seconds=settings.INSPECTOR_LOST_AFTER + 1)
+    ready_product.support_sets.update(status="fitting", fit_started_at=lost_at)  # created a moment ago
+    assert services.work_reap()["fits_resent"] == 1
+    support_set.refresh_from_db()
+    assert support_set.status == "pending" and sent == [support_set.pk]

@@ -189,3 +189,26 @@ def test_product_page_shows_the_active_detector_and_the_progress_of_a_training_f
     full = client.get(reverse("product-detail", args=[product.pk])).content.decode()
     assert 'data-testid="detector-active"' in full and "fitted with <b>fastrecon</b>" in full
     assert '<option value="dfd"' in full
+
+
+def test_uploading_a_file_again_says_so_and_lists_it_with_a_link_to_the_first(
+    client, owner, team, django_capture_on_commit_callbacks
+):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    product = ProductFactory(team=team)
+    with django_capture_on_commit_callbacks(execute=True):
+        product_services.support_set_create(product=product, user=owner, files=[upload("g.png", png_bytes(9))])
+    client.force_login(owner)
+    url = reverse("batch-upload", args=[product.pk])
+    client.post(url, {"images": [SimpleUploadedFile("first.png", png_bytes(5))]})
+    response = client.post(url, {"images": [SimpleUploadedFile("again.png", png_bytes(5))]}, follow=True)
+    page = response.content.decode()
+    assert "1 of 1 images were uploaded to this product before" in page
+    first = product.batches.order_by("id").first().inspections.get()
+    assert "Duplicates (1)" in page and reverse("inspection-detail", args=[first.pk]) in page
+    again = product.batches.order_by("id").last().inspections.get()
+    detail = client.get(reverse("inspection-detail", args=[again.pk])).content.decode()
+    assert 'data-testid="duplicate-of"' in detail
+    api = client.get(f"/api/batches/{again.batch_id}/").json()
+    assert api["duplicates"] == 1 and api["inspections"][0]["duplicate_of"] == first.pk
