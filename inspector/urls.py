@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView
 
 from inspector import apis
 from inspector.inspections import views as inspection_views
+from inspector.ops import views as ops_views
 from inspector.products import views as product_views
 from inspector.review import apis as review_apis
 from inspector.review import manage_views
@@ -22,6 +23,8 @@ urlpatterns = [
     path("media/<path:path>", inspection_views.media, name="media"),
     path("", include("inspector.review.urls")),
     path("", include("inspector.review.stats_urls")),
+    path("healthz", ops_views.healthz, name="healthz"),
+    path("metrics", ops_views.metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/products/", apis.ProductListApi.as_view(), name="api-product-list"),
