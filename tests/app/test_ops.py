@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from django.urls import reverse
 
@@ -12,7 +14,7 @@ from inspector.products import services as product_services
 
 from .factories import ProductFactory, UserFactory, png_bytes, upload
 
-REDIS_TEST_URL = "redis://127.0.0.1:6379/14"
+REDIS_TEST_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/14")  # its queue keys are deleted
 
 
 @pytest.fixture
