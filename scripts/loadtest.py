@@ -206,15 +206,15 @@ def user_loop(shared: Shared, session, seed: int, think: float) -> None:
         start = time.perf_counter()
         try:
             r = session.request(method, url, timeout=60, **kw)
-        except Exception:  # counted, the user goes on
+        except Exception as exc:  # counted, the user goes on
             with shared.lock:
-                shared.errors[kind] += 1
+                shared.errors[f"{kind} {type(exc).__name__}"] += 1
             return None
         ms = (time.perf_counter() - start) * 1e3
         with shared.lock:
             shared.latencies[kind].append(ms)
             if r.status_code >= 400 and not (kind == "review" and r.status_code == 409):
-                shared.errors[kind] += 1
+                shared.errors[f"{kind} HTTP {r.status_code}"] += 1
         return r
 
     while not shared.stop.is_set():
