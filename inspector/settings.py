@@ -9,7 +9,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from inspector.env import env_bool, env_int, env_list, env_str
+from inspector.env import env_bool, env_choice, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("INSPECTOR_VAR_DIR", str(BASE_DIR / "var")))
@@ -116,6 +116,37 @@ STATIC_ROOT = Path(env_str("STATIC_ROOT", str(VAR_DIR / "static")))
 # Media are never served as a public folder: every file goes through a view that checks access.
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
 MEDIA_URL = "/media/"
+# Where media live: "local" (MEDIA_ROOT, the embedded default) or "s3" (any S3-compatible object storage: MinIO,
+# AWS S3, ...; django-storages). Several web servers and workers on several machines need "s3" (or one shared
+# filesystem mounted at MEDIA_ROOT everywhere). All code goes through default_storage, never a path.
+INSPECTOR_MEDIA_STORAGE = env_choice("INSPECTOR_MEDIA_STORAGE", "local", ("local", "s3"))
+if INSPECTOR_MEDIA_STORAGE == "s3":
+    INSPECTOR_S3_BUCKET = env_str("INSPECTOR_S3_BUCKET", "")
+    if not INSPECTOR_S3_BUCKET:
+        raise ImproperlyConfigured("INSPECTOR_MEDIA_STORAGE=s3 needs INSPECTOR_S3_BUCKET")
+    _media_storage = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": INSPECTOR_S3_BUCKET,
+            "endpoint_url": env_str("INSPECTOR_S3_ENDPOINT_URL", "") or None,  # e.g. http://minio:9000; unset: AWS
+            "region_name": env_str("INSPECTOR_S3_REGION", "") or None,
+            # Unset keys: boto3's own chain (instance role, ~/.aws); set them for MinIO.
+            "access_key": env_str("AWS_ACCESS_KEY_ID", "") or None,
+            "secret_key": env_str("AWS_SECRET_ACCESS_KEY", "") or None,
+            "location": env_str("INSPECTOR_S3_PREFIX", ""),  # a key prefix inside the bucket
+            "addressing_style": env_choice("INSPECTOR_S3_ADDRESSING_STYLE", "path", ("path", "virtual", "auto")),
+            "signature_version": "s3v4",
+            "default_acl": None,  # private objects; the bucket policy decides, nothing is public
+            "querystring_auth": True,  # never used for serving: media go through the access-checked view
+            "file_overwrite": False,  # names are random; never replace an object silently
+        },
+    }
+else:
+    _media_storage = {"BACKEND": "django.core.files.storage.FileSystemStorage"}  # follows MEDIA_ROOT
+STORAGES = {
+    "default": _media_storage,
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
 
 # ------------------------------------------------------------------------------------------------ security
 # Cookies, HTTPS and headers. Defaults are safe for production (DEBUG off); with DEBUG on (local use) they relax
@@ -228,9 +259,13 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 # Fitting has its own queue so a new support set is not stuck behind a 2000-image batch.
 # Fitting and training share the "fit" queue: neither waits behind a large batch, and a batch does not wait
 # behind them. Re-classification is short per image and stays on the default queue.
+# Detection can go to its own queue (e.g. "gpu", consumed by workers on GPU machines with -c 1); by default it
+# shares the "celery" queue with re-classification and the reaper.
+INSPECTOR_DETECT_QUEUE = env_str("INSPECTOR_DETECT_QUEUE", "celery")
 CELERY_TASK_ROUTES = {
     "inspector.products.tasks.support_set_fit_task": {"queue": "fit"},
     "inspector.review.tasks.classifier_train_task": {"queue": "fit"},
+    "inspector.inspections.tasks.inspection_process_task": {"queue": INSPECTOR_DETECT_QUEUE},
 }
 CELERY_TASK_DEFAULT_QUEUE = "celery"
 # The reaper (inspector.inspections.tasks.work_reap_task, run by Celery beat every INSPECTOR_REAP_EVERY seconds)
@@ -245,6 +280,8 @@ INSPECTOR_REQUEUE_AFTER = env_int("INSPECTOR_REQUEUE_AFTER", 1800, minimum=1)
 # Review loop: a new classifier version is trained after this many new confirmed labels of a product.
 INSPECTOR_RETRAIN_EVERY = env_int("INSPECTOR_RETRAIN_EVERY", 10, minimum=1)
 INSPECTOR_REVIEW_LEASE_SECONDS = env_int("INSPECTOR_REVIEW_LEASE_SECONDS", 120, minimum=5)
+# /metrics (Prometheus): staff users, or a scraper sending "Authorization: Bearer <this token>"; unset: staff only.
+INSPECTOR_METRICS_TOKEN = env_str("INSPECTOR_METRICS_TOKEN", "")
 CELERY_BEAT_SCHEDULE = {
     "work-reap": {
         "task": "inspector.inspections.tasks.work_reap_task",

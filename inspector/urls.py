@@ -9,6 +9,7 @@ from inspector.accounts import views as account_views
 from inspector.audit import apis as audit_apis
 from inspector.audit import views as audit_views
 from inspector.inspections import views as inspection_views
+from inspector.ops import views as ops_views
 from inspector.products import team_apis, team_views
 from inspector.products import views as product_views
 from inspector.review import apis as review_apis
@@ -35,6 +36,8 @@ urlpatterns = [
     path("teams/<int:team_id>/audit.csv", audit_views.audit_csv, name="team-audit-csv"),
     path("", include("inspector.review.urls")),
     path("", include("inspector.review.stats_urls")),
+    path("healthz", ops_views.healthz, name="healthz"),
+    path("metrics", ops_views.metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/teams/", team_apis.TeamListApi.as_view(), name="api-team-list"),

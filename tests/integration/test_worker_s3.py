@@ -1,0 +1,93 @@
+"""A real Celery worker process with media on S3-compatible storage (moto's S3 server on loopback): the web side
+stores the uploads in the bucket, the worker reads the images and the fitted state from it and writes heatmaps to
+it, and nothing touches MEDIA_ROOT."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from inspector.inspections import services as inspection_services
+from inspector.products import services as product_services
+from inspector.products.models import SupportSet
+from tests.app.factories import TeamFactory, UserFactory
+from tests.s3 import moto_s3
+
+from .conftest import ROOT, _require_services, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.backbone, pytest.mark.datasets]
+
+
+@pytest.fixture
+def s3_worker(transactional_db, settings, tmp_path, weights_path):
+    """moto's S3 server, the test process's default_storage on it, and a real worker process using it too."""
+    _require_services()
+    from inspector.celery import app
+
+    with moto_s3() as endpoint:
+        bucket = endpoint.create_bucket()
+        settings.STORAGES = endpoint.storages(bucket)
+        settings.MEDIA_ROOT = tmp_path / "media-unused"
+        app.conf.task_always_eager = False
+        app.control.purge()
+        db = settings.DATABASES["default"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("INSPECTOR_S3", "AWS_"))} | {
+            "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+            "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+            "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+            "INSPECTOR_WEIGHTS": str(weights_path),
+            **endpoint.env(bucket),
+        }
+        log = (tmp_path / "worker.log").open("w")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "inspector", "worker", "-Q", "celery,fit", "-c", "1",
+             "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        try:
+            yield endpoint, bucket
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+            log.close()
+            app.control.purge()
+
+
+def _files(paths):
+    return [(p.name, io.BytesIO(p.read_bytes())) for p in paths]
+
+
+def test_worker_reads_images_and_writes_heatmaps_through_s3_storage(s3_worker, datasets_dir, settings):
+    endpoint, bucket = s3_worker
+    root = datasets_dir / "mvtec_bottle"
+    user = UserFactory()
+    TeamFactory(members=[user])
+    product = product_services.product_create(user=user, name="Bottle")
+    support = sorted((root / "train" / "good").glob("*.png"))[:3]
+    support_set, _ = product_services.support_set_create(product=product, user=user, files=_files(support))
+    wait_until(lambda: SupportSet.objects.get(pk=support_set.pk).status in ("ready", "failed"), 240, "fitting")
+    support_set.refresh_from_db()
+    assert support_set.status == "ready", support_set.error
+
+    images = (
+        sorted((root / "test" / "good").glob("*.png"))[:2] + sorted((root / "test" / "broken_large").glob("*.png"))[:2]
+    )
+    batch = inspection_services.batch_create(product=product, user=user, files=_files(images))
+    wait_until(lambda: not batch.inspections.filter(status__in=["queued", "running"]).exists(), 300, "the batch")
+    inspections = list(batch.inspections.order_by("id"))
+    assert [i.status for i in inspections] == ["done"] * 4, [i.error for i in inspections]
+
+    keys = set(endpoint.keys(bucket))
+    assert support_set.state_file.name in keys
+    assert {i.image.name for i in inspections} <= keys
+    assert {i.heatmap.name for i in inspections} <= keys  # written by the worker, into the bucket
+    assert max(i.score for i in inspections[:2]) < min(i.score for i in inspections[2:])
+    assert not settings.MEDIA_ROOT.exists(), "nothing was written to local disk"
