@@ -10,6 +10,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
+from inspector.accounts.services import token_create
 from inspector.audit.models import Action, AuditEvent
 from inspector.inspections.models import Batch, Inspection
 from inspector.products import services as product_services
@@ -20,7 +21,9 @@ from .factories import ProductFactory, TeamFactory, UserFactory, png_bytes
 
 ANON, OTHER = "anonymous", "other team"
 PERSONAS = [ANON, OTHER, Role.OPERATOR, Role.REVIEWER, Role.LEAD, Role.ADMIN]  # least to most: side effects last
-PUBLIC = "public"  # answers everybody the same (login page, API schema)
+PUBLIC = "public"  # answers everybody the same (login page, API schema, health check)
+SELF = "own account"  # any signed-in user, on their own objects (API tokens); another user's object is 404
+STAFF = "staff"  # Django staff or the metrics bearer token, whatever the team role
 OP, RE, LE, AD = Role.OPERATOR, Role.REVIEWER, Role.LEAD, Role.ADMIN
 
 # url name -> {method: minimum role, or PUBLIC}. A URL added to urls.py without a line here fails the test below.
@@ -80,8 +83,16 @@ MATRIX: dict[str, dict[str, str]] = {
     "team-audit": {"get": LE},
     "team-audit-csv": {"get": LE},
     "api-team-audit": {"get": LE},
+    # API tokens belong to a user, not to a team (the token in the URL is the team admin's own)
+    "account-tokens": {"get": SELF, "post": SELF},
+    "account-token-revoke": {"post": SELF},
+    "api-token-list": {"get": SELF, "post": SELF},
+    "api-token-detail": {"get": SELF, "delete": SELF},
+    # operations: the health check answers load balancers; metrics are for staff or the metrics token
+    "healthz": {"get": PUBLIC},
+    "metrics": {"get": STAFF},
 }
-OBJECTLESS = {"product-list", "api-product-list", "team-list", "api-team-list"}
+OBJECTLESS = {"product-list", "api-product-list", "team-list", "api-team-list", "account-tokens", "api-token-list"}
 MULTIPART_APIS = {"api-support-images", "api-batch-list"}
 
 
@@ -138,6 +149,7 @@ def scene(db, settings):
         "user_id": target.pk,
         "version": 1,
         "path": image,
+        "token_id": token_create(user=users[Role.ADMIN], name="admin's script")[0].pk,
     }
     data = {
         "review-decide": {"item": inspection.pk, "decision": "good"},
@@ -150,6 +162,8 @@ def scene(db, settings):
         "team-members": {"action": "none"},
         "product-list": {"name": "new part"},
         "api-product-list": {"name": "new part"},
+        "account-tokens": {"name": "ci"},
+        "api-token-list": {"name": "ci"},
     }
     return users, args, data
 
@@ -172,8 +186,12 @@ def _expected(name: str, minimum: str, persona: str) -> str:
     """'allowed', 'login', 'forbidden' (403) or 'absent' (404)."""
     if minimum == PUBLIC:
         return "allowed"
+    if minimum == STAFF:
+        return "unauthorized" if persona == ANON else "forbidden"  # no persona here is staff
     if persona == ANON:
         return "login"
+    if minimum == SELF:
+        return "allowed" if name in OBJECTLESS or persona == Role.ADMIN else "absent"
     if persona == OTHER:
         return "allowed" if name in OBJECTLESS else "absent"  # admin of their own team; nothing of this one
     return "allowed" if Role.at_least(persona, minimum) else "forbidden"
@@ -195,6 +213,8 @@ def test_each_url_answers_each_persona_by_role(client, scene, name):
                     assert response.status_code in (401, 403), where
                 else:
                     assert response.status_code == 302 and "/login/" in response.url, where
+            elif expected == "unauthorized":
+                assert response.status_code == 401, where
             elif expected == "forbidden":
                 assert response.status_code == 403, where
             elif expected == "absent":
