@@ -9,6 +9,8 @@ from contextvars import ContextVar
 
 from django.http import HttpRequest, HttpResponse
 
+from inspector.security import client_ip
+
 _request: ContextVar[HttpRequest | None] = ContextVar("audit_request", default=None)
 
 
@@ -17,10 +19,10 @@ def current_request() -> HttpRequest | None:
 
 
 def request_ip(request: HttpRequest | None) -> str | None:
-    # REMOTE_ADDR only: X-Forwarded-For is set by the client unless a trusted proxy rewrites it.
+    # The same address the log-in lockout uses: REMOTE_ADDR, or X-Forwarded-For behind INSPECTOR_TRUSTED_PROXIES.
     if request is None:
         return None
-    return request.META.get("REMOTE_ADDR") or None
+    return client_ip(request) or None
 
 
 def current_user():

@@ -39,7 +39,8 @@ def _events(action: str):
 
 
 def test_logins_that_succeed_and_fail_are_recorded_with_the_ip(client, lead):
-    assert not client.login(username="lena", password="wrong")
+    refused = client.post(reverse("login"), {"username": "lena", "password": "wrong"}, REMOTE_ADDR="203.0.113.8")
+    assert refused.status_code == 200  # the form again, with its error
     failed = _events(Action.LOGIN_FAILED).get()
     assert failed.details == {"username": "lena"} and failed.actor is None and "wrong" not in str(failed.details)
     response = client.post(
@@ -225,3 +226,15 @@ def test_a_reviewer_cannot_read_the_audit_log(client, team_of_lead):
     for name in ("team-audit", "team-audit-csv", "api-team-audit"):
         assert client.get(reverse(name, args=[team_of_lead.pk])).status_code == 403, name
     assert not _events(Action.EXPORT).exists()
+
+
+def test_behind_a_trusted_proxy_the_event_has_the_forwarded_client_address(client, lead, settings):
+    settings.INSPECTOR_TRUSTED_PROXIES = ["10.0.0.0/8"]
+    response = client.post(
+        reverse("login"),
+        {"username": "lena", "password": "pw-for-tests-123"},
+        REMOTE_ADDR="10.1.2.3",
+        HTTP_X_FORWARDED_FOR="192.0.2.50, 10.1.2.4",
+    )
+    assert response.status_code == 302
+    assert _events(Action.LOGIN).get().ip == "192.0.2.50"
