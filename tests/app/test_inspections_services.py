@@ -287,7 +287,11 @@ def test_the_reaper_sends_a_fit_whose_worker_was_lost_again_at_once(owner, ready
     sent = []
     monkeypatch.setattr(support_set_fit_task, "delay", sent.append)
     support_set = ready_product.support_sets.get()
-    lost_at = timezone.now() - timedelta(seconds=settings.INSPECTOR_LOST_AFTER + 1)
+    # A fit may run up to INSPECTOR_FIT_TIME_LIMIT (DFD trains for minutes): not lost before that.
+    running_at = timezone.now() - timedelta(seconds=settings.INSPECTOR_FIT_TIME_LIMIT - 60)
+    ready_product.support_sets.update(status="fitting", fit_started_at=running_at)
+    assert services.work_reap()["fits_resent"] == 0 and sent == []
+    lost_at = timezone.now() - timedelta(seconds=settings.INSPECTOR_FIT_TIME_LIMIT + 121)
     ready_product.support_sets.update(status="fitting", fit_started_at=lost_at)  # created a moment ago
     assert services.work_reap()["fits_resent"] == 1
     support_set.refresh_from_db()

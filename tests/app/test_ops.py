@@ -18,11 +18,13 @@ REDIS_TEST_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/14")  
 
 
 @pytest.fixture
-def broker_url():
-    """Point the Celery app at another broker for one test."""
+def broker_url(monkeypatch):
+    """Point the Celery app at another broker for one test (Celery reads CELERY_BROKER_URL from the environment
+    before its own configuration, so both are set)."""
     saved = celery_app.conf.broker_url
 
     def use(url: str) -> None:
+        monkeypatch.setenv("CELERY_BROKER_URL", url)
         celery_app.conf.broker_url = url
 
     yield use
