@@ -17,9 +17,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "inspector.settings")
 django.setup()
 
 import torch  # noqa: E402
-from rest_framework.authtoken.models import Token  # noqa: E402
 
 from inspector import ml  # noqa: E402
+from inspector.accounts.services import token_create  # noqa: E402
 from inspector.inspections import services as inspection_services  # noqa: E402
 from inspector.products import services as product_services  # noqa: E402
 from inspector.products.tasks import support_set_fit_task  # noqa: E402
@@ -44,7 +44,7 @@ def main(names: list[str]) -> dict:
     return {
         "batch": batch.pk,
         "product": product.pk,
-        "token": Token.objects.create(user=user).key,
+        "token": token_create(user=user, name="fault test")[1],
         "inspections": list(batch.inspections.order_by("id").values_list("id", flat=True)),
     }
 
