@@ -3,6 +3,7 @@ browser reports no violation (securitypolicyviolation events and console errors 
 
 from __future__ import annotations
 
+from django.db import connections
 from django.urls import reverse
 
 from inspector.review import services as review_services
@@ -27,6 +28,8 @@ def test_main_pages_run_under_the_policy_without_a_violation(page, live_server):
     batch = flagged_batch(user=user, product=product, n=2, capture=no_capture, lot="L-1")
     review_services.defect_type_create(product=product, name="crack")
     inspection = batch.inspections.first()
+    # Under Playwright's event loop the ORM keeps a connection per context: close it, or it outlives the test.
+    connections.close_all()
     console: list[str] = []
     page.on("console", lambda m: console.append(m.text) if "Content Security Policy" in m.text else None)
     page.add_init_script(WATCH)
@@ -34,6 +37,7 @@ def test_main_pages_run_under_the_policy_without_a_violation(page, live_server):
     page.goto(f"{live_server.url}/login/")  # the log-in page, then a session for the rest
     _assert_clean(page, console, "login")
     log_in(page, live_server, user)
+    connections.close_all()  # the session log_in wrote: same reason as above
     pages = {
         "products": reverse("product-list"),
         "product": reverse("product-detail", args=[product.pk]),
