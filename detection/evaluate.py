@@ -16,7 +16,7 @@ import logging
 import statistics
 import sys
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -162,6 +162,21 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def parse_overrides(items: list[str]) -> dict[str, int | float | str]:
+    """["dfd_window=32", ...] -> {"dfd_window": 32}, each value converted to its DetectorConfig field's type."""
+    types = {f.name: type(getattr(DetectorConfig(), f.name)) for f in fields(DetectorConfig)}
+    out: dict[str, int | float | str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or name not in types:
+            raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with FIELD a DetectorConfig field")
+        try:
+            out[name] = types[name](value)
+        except ValueError:
+            raise SystemExit(f"--set {item!r}: {value!r} is not a {types[name].__name__}") from None
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Few-shot anomaly detection evaluation (MVTec AD layout).")
     parser.add_argument("data", type=Path)
@@ -181,6 +196,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-coreset-fraction", type=float, default=DetectorConfig.fastrecon_max_coreset_fraction)
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        metavar="FIELD=VALUE",
+        action="append",
+        default=[],
+        help="any other DetectorConfig field, e.g. --set dfd_max_steps=800 (repeatable)",
+    )
     add_weights_argument(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -198,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.bank_ratio is not None:
         field = "patchcore_plus_coreset_ratio" if args.method == "patchcore_plus" else "patchcore_coreset_ratio"
         config = replace(config, **{field: args.bank_ratio})
+    config = replace(config, **parse_overrides(args.overrides))
     detector = Detector(config, weights=args.weights)
     result = evaluate(args.data, detector, args.shots, args.seeds)
     print(format_table(result))

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from detection import Detector, DetectorConfig
-from detection.evaluate import choose_support, evaluate, format_table
+from detection.evaluate import choose_support, evaluate, format_table, parse_overrides
 
 from .helpers import part_image, random_resnet
 
@@ -75,3 +75,17 @@ def test_side_by_side_table_has_a_row_per_dataset_method_and_shots():
     assert len(table) == 2 + 4
     assert table[2] == "| cookies | PatchCore | 1 | 91.50 | n/a | 1.2 | 80 |"  # PatchCore first, as in ORDER
     assert table[4].startswith("| cookies | DFD | 1 | 90.00 |")
+
+
+def test_set_overrides_are_typed_by_the_config_field_and_unknown_fields_are_refused():
+    assert parse_overrides(["dfd_window=32", "dfd_noise_std=0.2", "method=dfd"]) == {
+        "dfd_window": 32,
+        "dfd_noise_std": 0.2,
+        "method": "dfd",
+    }
+    with pytest.raises(SystemExit, match="not a int"):
+        parse_overrides(["dfd_window=wide"])
+    with pytest.raises(SystemExit, match="FIELD=VALUE"):
+        parse_overrides(["no_such_field=1"])
+    with pytest.raises(SystemExit, match="FIELD=VALUE"):
+        parse_overrides(["dfd_window"])
