@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -27,56 +28,50 @@ def _require_services() -> None:
         pytest.skip(f"Redis not reachable at {settings.CELERY_BROKER_URL}: {exc}")
 
 
-@pytest.fixture
-def worker(transactional_db, settings, tmp_path, weights_path):
-    """A real Celery worker process on the test database and the Redis broker; stopped and cleaned after."""
-    _require_services()
-    from inspector.celery import app
-
-    settings.MEDIA_ROOT = tmp_path / "media"
-    app.conf.task_always_eager = False
-    app.control.purge()  # nothing left over from an earlier run
+def worker_env(settings, weights_path) -> dict[str, str]:
+    """The environment of a worker process on the test database, the test broker and the test's settings."""
     db = settings.DATABASES["default"]
-    env = os.environ | {
+    return os.environ | {
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "MEDIA_ROOT": str(settings.MEDIA_ROOT),
         "INSPECTOR_WEIGHTS": str(weights_path),
         "INSPECTOR_IMAGE_SIZE": str(settings.INSPECTOR_IMAGE_SIZE),
     }
-    log = (tmp_path / "worker.log").open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "inspector",
-            "worker",
-            "-Q",
-            "celery,fit",
-            "-c",
-            "1",
-            "--loglevel",
-            "INFO",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    yield proc
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-    log.close()
-    app.control.purge()
+
+
+@contextlib.contextmanager
+def celery_worker(env: dict[str, str], log_path: Path):
+    """A real `celery worker` process (both queues, one slot) with `env`, its output in log_path; the queues are
+    purged before it starts and after it is stopped (SIGTERM to its process group, SIGKILL after 20 s)."""
+    from inspector.celery import app
+
+    app.conf.task_always_eager = False
+    app.control.purge()  # nothing left over from an earlier run
+    command = [sys.executable, "-m", "celery", "-A", "inspector", "worker", "-Q", "celery,fit", "-c", "1"]
+    command += ["--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            yield proc
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+            app.control.purge()
+
+
+@pytest.fixture
+def worker(transactional_db, settings, tmp_path, weights_path):
+    """A real Celery worker process on the test database and the Redis broker; stopped and cleaned after."""
+    _require_services()
+    settings.MEDIA_ROOT = tmp_path / "media"
+    with celery_worker(worker_env(settings, weights_path), tmp_path / "worker.log") as proc:
+        yield proc
 
 
 def wait_until(predicate, timeout: float, what: str) -> None:

@@ -5,10 +5,6 @@ it, and nothing touches MEDIA_ROOT."""
 from __future__ import annotations
 
 import io
-import os
-import signal
-import subprocess
-import sys
 
 import pytest
 
@@ -18,7 +14,7 @@ from inspector.products.models import SupportSet
 from tests.app.factories import TeamFactory, UserFactory
 from tests.s3 import moto_s3
 
-from .conftest import ROOT, _require_services, wait_until
+from .conftest import _require_services, celery_worker, wait_until, worker_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.backbone, pytest.mark.datasets]
 
@@ -27,38 +23,14 @@ pytestmark = [pytest.mark.integration, pytest.mark.backbone, pytest.mark.dataset
 def s3_worker(transactional_db, settings, tmp_path, weights_path):
     """moto's S3 server, the test process's default_storage on it, and a real worker process using it too."""
     _require_services()
-    from inspector.celery import app
-
     with moto_s3() as endpoint:
         bucket = endpoint.create_bucket()
         settings.STORAGES = endpoint.storages(bucket)
         settings.MEDIA_ROOT = tmp_path / "media-unused"
-        app.conf.task_always_eager = False
-        app.control.purge()
-        db = settings.DATABASES["default"]
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("INSPECTOR_S3", "AWS_"))} | {
-            "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-            "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-            "MEDIA_ROOT": str(settings.MEDIA_ROOT),
-            "INSPECTOR_WEIGHTS": str(weights_path),
-            **endpoint.env(bucket),
-        }
-        log = (tmp_path / "worker.log").open("w")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "inspector", "worker", "-Q", "celery,fit", "-c", "1",
-             "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        try:
+        env = worker_env(settings, weights_path)
+        env = {k: v for k, v in env.items() if not k.startswith(("INSPECTOR_S3", "AWS_"))} | endpoint.env(bucket)
+        with celery_worker(env, tmp_path / "worker.log"):
             yield endpoint, bucket
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-            log.close()
-            app.control.purge()
 
 
 def _files(paths):
