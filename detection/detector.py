@@ -314,9 +314,13 @@ class Detector:
 
     def _dfd_patch_scores(self, fitted: FittedSupport, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) images -> (B, R) DFD patch scores."""
-        low, high = dfd.path_features(self._frozen, images, self.forward_batch)
+        return self.dfd_maps(fitted, images).mean(1)
+
+    def dfd_maps(self, fitted: FittedSupport, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) images -> (B, 4, R): DFD's four normalised maps (dfd.MAP_NAMES) before averaging."""
+        low, high = dfd.path_features(self._frozen, images.to(self.device), self.forward_batch)
         with torch.no_grad():
-            return fitted.dfd_model().scores(low, high)
+            return fitted.to(self.device).dfd_model().normalised_maps(low, high)
 
     def _fit_patches(self, patches: torch.Tensor, grid: tuple[int, int], *, with_bank: bool) -> FittedSupport:
         """Coresets, mean map and descriptors of (k, R, D) support patches (thresholds are set by the caller).

@@ -48,7 +48,8 @@ from classification.synthetic import TextureBank, defect_mask, foreground_mask, 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[float, str], None]
-N_MAPS = 4  # (Gaussian, Perlin) x (low, high)
+MAP_NAMES = ("gaussian_low", "gaussian_high", "perlin_low", "perlin_high")  # the order of DFDModel.maps
+N_MAPS = len(MAP_NAMES)
 
 # 5-tap binomial kernel of cv2.pyrDown / pyrUp.
 _BINOMIAL = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
@@ -146,10 +147,14 @@ class DFDModel(nn.Module):
             out += [-self.gaussian(a), -self.perlin(a)]
         return torch.stack([out[0], out[2], out[1], out[3]], 1)  # Gaussian low/high, Perlin low/high
 
-    def scores(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-        """(B, R, D) x 2 -> (B, R) patch scores: the four maps min-max normalised by fitted constants, averaged."""
+    def normalised_maps(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+        """(B, R, D) x 2 -> (B, 4, R): the four maps min-max normalised by the fitted constants (MAP_NAMES order)."""
         raw = self.maps(low, high)
-        return ((raw - self.norm[:, 0, None]) / self.norm[:, 1, None]).mean(1)
+        return (raw - self.norm[:, 0, None]) / self.norm[:, 1, None]
+
+    def scores(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+        """(B, R, D) x 2 -> (B, R) patch scores: the four normalised maps averaged."""
+        return self.normalised_maps(low, high).mean(1)
 
 
 @dataclass(frozen=True)

@@ -212,3 +212,26 @@ def test_training_window_is_a_square_of_the_grid_that_holds_the_pseudo_defect():
         assert 7 * 12 + 11 in idx[0].tolist() and 0 in idx[1].tolist()
     whole = dfd.training_window(labels, (10, 12), 10, gen)
     assert whole.shape == (3, 120) and whole[2].tolist() == list(range(120))
+
+
+def test_the_four_maps_average_to_the_patch_scores(detector, fitted):
+    batch, _ = detector.load_images(
+        [part_image(np.random.default_rng(5), defect=True), part_image(np.random.default_rng(6))]
+    )
+    maps = detector.dfd_maps(fitted, batch)
+    assert maps.shape == (2, len(dfd.MAP_NAMES), 64)
+    scores = detector.patch_scores(fitted, detector.features(batch), batch)
+    torch.testing.assert_close(maps.mean(1).view(2, 8, 8), scores)
+
+
+def test_map_diagnostic_reports_every_map_and_the_paper_average(detector, tmp_path):
+    from detection.dfd_maps import COMBINATIONS, map_aurocs
+
+    from .test_evaluate import _write_dataset
+
+    _write_dataset(tmp_path)
+    result = map_aurocs(tmp_path, detector, shots=2, seed=0)
+    assert set(result) == set(COMBINATIONS) and set(dfd.MAP_NAMES) <= set(result)
+    # the paper's average over the four maps is what the detector scores with: obvious defects are found
+    assert result["all four (DFD)"]["image_auroc"] >= 90
+    assert all(0 <= row["pixel_auroc"] <= 100 for row in result.values())
