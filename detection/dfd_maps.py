@@ -9,7 +9,6 @@ choosing what to try next, not a way to choose the maps: the figures are on the 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -21,7 +20,7 @@ from detection import dfd
 from detection.config import DetectorConfig
 from detection.dataset import load_mask, test_samples, train_images
 from detection.detector import Detector
-from detection.evaluate import choose_support, parse_overrides
+from detection.evaluate import add_set_argument, choose_support, parse_overrides, write_json
 from detection.metrics import auroc
 from detection.postprocess import anomaly_maps
 from detection.weights import add_weights_argument
@@ -69,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shots", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0, help="support draw, as the evaluator's seed")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--set", dest="overrides", metavar="FIELD=VALUE", action="append", default=[])
+    add_set_argument(parser)
     parser.add_argument("--json", type=Path, help="write the results here")
     add_weights_argument(parser)
     args = parser.parse_args(argv)
@@ -82,8 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         pixel = "n/a" if row["pixel_auroc"] is None else f"{row['pixel_auroc']:.2f}"
         print(f"{name:>16}  image AUROC {row['image_auroc']:6.2f}  pixel AUROC {pixel:>6}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)
     return 0
 
 

@@ -162,6 +162,23 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def add_set_argument(parser: argparse.ArgumentParser) -> None:
+    """--set FIELD=VALUE (repeatable) into args.overrides; parse_overrides turns them into config fields."""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        metavar="FIELD=VALUE",
+        action="append",
+        default=[],
+        help="any other DetectorConfig field, e.g. --set dfd_max_steps=800 (repeatable)",
+    )
+
+
+def write_json(path: Path, result: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+
+
 def parse_overrides(items: list[str]) -> dict[str, int | float | str]:
     """["dfd_window=32", ...] -> {"dfd_window": 32}, each value converted to its DetectorConfig field's type."""
     types = {f.name: type(getattr(DetectorConfig(), f.name)) for f in fields(DetectorConfig)}
@@ -196,14 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-coreset-fraction", type=float, default=DetectorConfig.fastrecon_max_coreset_fraction)
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        metavar="FIELD=VALUE",
-        action="append",
-        default=[],
-        help="any other DetectorConfig field, e.g. --set dfd_max_steps=800 (repeatable)",
-    )
+    add_set_argument(parser)
     add_weights_argument(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -226,8 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     result = evaluate(args.data, detector, args.shots, args.seeds)
     print(format_table(result))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)
     return 0
 
 
