@@ -18,10 +18,13 @@ def _num(value: float | None, fmt: str) -> str:
 
 
 def side_by_side(results: list[dict]) -> str:
-    """Markdown: one row per dataset, method and number of shots."""
+    """Markdown: one row per dataset, method and number of shots. "Flagged" is a score above the fitted good_max
+    threshold (from good images only): the share of the test set's defective and good images the product would
+    send to review or reject."""
     lines = [
-        "| dataset | method | shots | image AUROC % | pixel AUROC % | fit s | query ms/image |",
-        "|---|---|---|---|---|---|---|",
+        "| dataset | method | shots | image AUROC % | pixel AUROC % | defects flagged % | good flagged % | fit s "
+        "| query ms/image |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     key = {m: i for i, m in enumerate(ORDER)}
     for r in sorted(results, key=lambda r: (r["dataset"], key.get(r["method"], len(ORDER)))):
@@ -32,6 +35,8 @@ def side_by_side(results: list[dict]) -> str:
                 str(row["shots"]),
                 _num(row["image_auroc"], ".2f"),
                 _num(row["pixel_auroc"], ".2f"),
+                _num(row.get("defect_caught_pct"), ".0f"),
+                _num(row.get("good_flagged_pct"), ".0f"),
                 _num(row.get("fit_s"), ".1f"),
                 _num(row.get("query_ms"), ".0f"),
             ]

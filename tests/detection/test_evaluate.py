@@ -68,12 +68,13 @@ def test_side_by_side_table_has_a_row_per_dataset_method_and_shots():
 
     def result(method, dataset, auroc):
         row = {"image_auroc": auroc, "pixel_auroc": None, "fit_s": 1.25, "query_ms": 80.4}
+        row |= {"defect_caught_pct": 87.5, "good_flagged_pct": 0.0}
         rows = [{"shots": k, **row} for k in (1, 2)]
         return {"method": method, "dataset": dataset, "results": rows}
 
     table = side_by_side([result("dfd", "cookies", 90.0), result("patchcore", "cookies", 91.5)]).splitlines()
     assert len(table) == 2 + 4
-    assert table[2] == "| cookies | PatchCore | 1 | 91.50 | n/a | 1.2 | 80 |"  # PatchCore first, as in ORDER
+    assert table[2] == "| cookies | PatchCore | 1 | 91.50 | n/a | 88 | 0 | 1.2 | 80 |"  # PatchCore first, as in ORDER
     assert table[4].startswith("| cookies | DFD | 1 | 90.00 |")
 
 
