@@ -131,7 +131,7 @@ def test_the_loss_falls_when_the_model_is_trained_on_it():
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert set(parts) == {"gau", "per", "sim", "img"}
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
 
