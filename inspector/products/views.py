@@ -86,7 +86,7 @@ def support_upload(request: HttpRequest, product_id: int) -> HttpResponse:
 DETECTOR_LABELS = {
     "fastrecon": "FastRecon (default: training-free regression onto the good patches)",
     "patchcore": "PatchCore (nearest good patch)",
-    "patchcore_plus": "PatchCore+ (optimal-transport refinement; 1-7 s per image on a CPU, more with more images)",
+    "patchcore_plus": "PatchCore+ (optimal-transport refinement; 1-12 s per image on a CPU, more with more images)",
     "dfd": "DFD (trained frequency discriminators; the fit trains for minutes on a CPU)",
 }
 
