@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import signal
 import subprocess
@@ -81,3 +82,32 @@ def wait_until(predicate, timeout: float, what: str) -> None:
             return
         time.sleep(0.5)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def files(paths):
+    """(name, file) pairs as the upload services take them."""
+    return [(p.name, io.BytesIO(p.read_bytes())) for p in paths]
+
+
+def fitted_product(root: Path, shots: int, timeout: float):
+    """A user in a team and a product whose first `shots` train/good images of `root` are fitted by the worker:
+    (user, product, support_set), the support set ready."""
+    from inspector.products import services as product_services
+    from inspector.products.models import SupportSet
+    from tests.app.factories import TeamFactory, UserFactory
+
+    user = UserFactory()
+    TeamFactory(members=[user])
+    product = product_services.product_create(user=user, name="Bottle")
+    support = sorted((root / "train" / "good").glob("*.png"))[:shots]
+    support_set, _ = product_services.support_set_create(product=product, user=user, files=files(support))
+    wait_until(lambda: SupportSet.objects.get(pk=support_set.pk).status in ("ready", "failed"), timeout, "fitting")
+    support_set.refresh_from_db()
+    assert support_set.status == "ready", support_set.error
+    return user, product, support_set
+
+
+def wait_for_batch(batch, timeout: float) -> list:
+    """Wait until no inspection of the batch is queued or running; its inspections in upload order."""
+    wait_until(lambda: not batch.inspections.filter(status__in=["queued", "running"]).exists(), timeout, "the batch")
+    return list(batch.inspections.order_by("id"))

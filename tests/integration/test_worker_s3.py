@@ -4,17 +4,12 @@ it, and nothing touches MEDIA_ROOT."""
 
 from __future__ import annotations
 
-import io
-
 import pytest
 
 from inspector.inspections import services as inspection_services
-from inspector.products import services as product_services
-from inspector.products.models import SupportSet
-from tests.app.factories import TeamFactory, UserFactory
 from tests.s3 import moto_s3
 
-from .conftest import _require_services, celery_worker, wait_until, worker_env
+from .conftest import _require_services, celery_worker, files, fitted_product, wait_for_batch, worker_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.backbone, pytest.mark.datasets]
 
@@ -33,28 +28,16 @@ def s3_worker(transactional_db, settings, tmp_path, weights_path):
             yield endpoint, bucket
 
 
-def _files(paths):
-    return [(p.name, io.BytesIO(p.read_bytes())) for p in paths]
-
-
 def test_worker_reads_images_and_writes_heatmaps_through_s3_storage(s3_worker, datasets_dir, settings):
     endpoint, bucket = s3_worker
     root = datasets_dir / "mvtec_bottle"
-    user = UserFactory()
-    TeamFactory(members=[user])
-    product = product_services.product_create(user=user, name="Bottle")
-    support = sorted((root / "train" / "good").glob("*.png"))[:3]
-    support_set, _ = product_services.support_set_create(product=product, user=user, files=_files(support))
-    wait_until(lambda: SupportSet.objects.get(pk=support_set.pk).status in ("ready", "failed"), 240, "fitting")
-    support_set.refresh_from_db()
-    assert support_set.status == "ready", support_set.error
+    user, product, support_set = fitted_product(root, shots=3, timeout=240)
 
     images = (
         sorted((root / "test" / "good").glob("*.png"))[:2] + sorted((root / "test" / "broken_large").glob("*.png"))[:2]
     )
-    batch = inspection_services.batch_create(product=product, user=user, files=_files(images))
-    wait_until(lambda: not batch.inspections.filter(status__in=["queued", "running"]).exists(), 300, "the batch")
-    inspections = list(batch.inspections.order_by("id"))
+    batch = inspection_services.batch_create(product=product, user=user, files=files(images))
+    inspections = wait_for_batch(batch, 300)
     assert [i.status for i in inspections] == ["done"] * 4, [i.error for i in inspections]
 
     keys = set(endpoint.keys(bucket))
