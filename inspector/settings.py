@@ -299,7 +299,8 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "inspector.api_errors.ApiSchema",
+    "EXCEPTION_HANDLER": "inspector.api_errors.api_exception_handler",
 }
 SPECTACULAR_SETTINGS = {"TITLE": "Inspector API", "VERSION": "1.0.0", "SERVE_INCLUDE_SCHEMA": False}
 
