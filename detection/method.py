@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, Self, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar, runtime_checkable
 
 import torch
 
@@ -137,6 +137,7 @@ class FitOutcome(Generic[StateT]):
     held_out: list[float] | None = None
 
 
+@runtime_checkable
 class Method(Protocol[ConfigT]):
     """A detection method: what detection/registry.py maps a name to."""
 
