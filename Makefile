@@ -44,12 +44,12 @@ run: setup
 
 # The README's side-by-side table: every detector on both datasets at 1/2/4/8 shots (about an hour on 2 cores).
 evaluate: setup
-	for ds in mvtec_bottle cookies; do for m in patchcore fastrecon patchcore_plus dfd; do \
-	  $(PY) -m detection.evaluate $(DATASETS)/$$ds --method $$m --shots 1 2 4 8 --seeds 1 \
+	for ds in mvtec_bottle cookies; do for m in $$($(PY) -c 'import detection.registry as r; print(*r.names())'); do \
+	  $(PY) -m detection.cli.evaluate $(DATASETS)/$$ds --method $$m --shots 1 2 4 8 --seeds 1 \
 	    --weights $(WEIGHTS) --json out/eval_$${ds}_$$m.json || exit 1; done; done
 
 benchmark: setup
-	$(PY) -m detection.benchmark --data $(DATASETS)/mvtec_bottle --weights $(WEIGHTS)
+	$(PY) -m detection.cli.benchmark --data $(DATASETS)/mvtec_bottle --weights $(WEIGHTS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,65 +1,24 @@
-"""The detector's configuration: one frozen dataclass, validated, serialisable as a plain dict."""
+"""The detector's configuration: the method's name, the settings every method shares, and the configs of
+methods (each method's own frozen dataclass, in its module) that differ from their defaults. Validated,
+saved as a plain dict."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from detection import dfd
+from detection import registry
 
-METHODS = ("fastrecon", "patchcore", "patchcore_plus", "dfd")
+# The registry's names, for classification's evaluators (their --detector-method choices) until they read
+# detection.registry.names() themselves; not a list of its own.
+METHODS = registry.names()
 
 
 @dataclass(frozen=True)
 class DetectorConfig:
-    method: str = "fastrecon"
+    method: str = registry.DEFAULT_METHOD
     # Every image is resized to image_size x image_size (aspect ratio not kept; maps are resized back).
     image_size: int = 256
-    # FastRecon (Fang et al. 2023): weight of the pull toward the per-position support mean, and the
-    # coreset size as a fraction of all k*R support patches. The paper uses lambda 0.3; with this backbone
-    # lambda 2 beats 0.3 on both bottle and cookies at every shot count (README, "Choosing lambda").
-    fastrecon_lambda: float = 2.0
-    fastrecon_coreset_ratio: float = 0.15
-    # The coreset must stay well below the feature dimension D: with c >= D the row space of S is all of
-    # R^D, the projection becomes the identity and the score degenerates to lambda/(1+lambda)*||Q - mu||.
-    fastrecon_max_coreset_fraction: float = 0.5
-    # Ridge on S S^T, relative to its mean eigenvalue (numerical safety only; it barely changes P).
-    fastrecon_ridge: float = 1e-6
-    # PatchCore (Roth et al. 2022): memory bank = greedy coreset of this fraction of the support patches.
-    # It is always built: it gives the nearest normal patch that defect-type residuals need.
-    patchcore_coreset_ratio: float = 0.1
-    # PatchCore+ (detection/patchcore_plus.py): paper settings lambda 0.3, bank ratio 0.05, 10 EM iterations.
-    # m_steps gradient steps on W per M-step; Sinkhorn eps relative to the mean initial cost; temperature of
-    # the soft nearest-prototype initialisation of W, relative to the query's mean nearest squared distance.
-    patchcore_plus_lambda: float = 0.3
-    patchcore_plus_coreset_ratio: float = 0.05
-    patchcore_plus_iterations: int = 10
-    patchcore_plus_m_steps: int = 3
-    patchcore_plus_eps: float = 0.05
-    patchcore_plus_temperature: float = 1.0
-    # DFD (detection/dfd.py, Bai et al. 2024). Paper: 80 augmentations per image, 80 epochs, batch 8, Adam
-    # 5e-4 / 2e-4 / 1e-4 (adaptor / Gaussian / Perlin), theta 0.8, lambda_per 2, lambda_sim 0.02. The CPU
-    # budget caps the augmented pool (dfd_max_augmented over all k images) and the optimiser steps.
-    dfd_augmentations: int = 80
-    dfd_max_augmented: int = 48
-    dfd_epochs: int = 80
-    dfd_max_steps: int = 150
-    dfd_batch: int = 8
-    dfd_adaptor_dim: int = 256
-    dfd_hidden: int = 256
-    dfd_perlin_dim: int = 128
-    dfd_heads: int = 4
-    dfd_noise_std: float = 0.1  # Gaussian noise, relative to the adapted features' standard deviation
-    dfd_theta: float = 0.8
-    dfd_lambda_per: float = 2.0
-    dfd_lambda_sim: float = 0.02
-    dfd_lr_adaptor: float = 5e-4
-    dfd_lr_gaussian: float = 2e-4
-    dfd_lr_perlin: float = 1e-4
-    dfd_calibration_images: int = 8
-    # Training sees a window of dfd_window x dfd_window patches of each image (containing its pseudo-defect), not
-    # the whole 32 x 32 grid: a quarter of the cost per step. Scoring always sees the whole image.
-    dfd_window: int = 16
     # Random projection used only to choose coreset points (approximate greedy k-center).
     coreset_projection_dim: int = 128
     gaussian_sigma: float = 4.0
@@ -73,51 +32,37 @@ class DetectorConfig:
     single_image_log_spread: float = 0.25
     batch_size: int = 8
     seed: int = 0
+    # Configs of any registered methods (at most one each) that differ from their defaults; every other
+    # method runs with its defaults. Kept across with_method, so one backbone serves each method as configured.
+    method_configs: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        registry.get(self.method)  # ValueError naming the registered methods
         if self.image_size < 32 or self.image_size % 16:
             raise ValueError(f"image_size must be a multiple of 16 and >= 32, got {self.image_size}")
-        if self.fastrecon_lambda < 0:
-            raise ValueError("fastrecon_lambda must be >= 0")
-        if self.patchcore_plus_lambda < 0:
-            raise ValueError("patchcore_plus_lambda must be >= 0")
-        if self.patchcore_plus_iterations < 0 or self.patchcore_plus_m_steps < 0:
-            raise ValueError("patchcore_plus_iterations and patchcore_plus_m_steps must be >= 0")
-        if self.patchcore_plus_eps <= 0 or self.patchcore_plus_temperature <= 0:
-            raise ValueError("patchcore_plus_eps and patchcore_plus_temperature must be > 0")
-        names = ("fastrecon_coreset_ratio", "patchcore_coreset_ratio", "patchcore_plus_coreset_ratio")
-        for name in (*names, "fastrecon_max_coreset_fraction"):
-            value = getattr(self, name)
-            if not 0 < value <= 1:
-                raise ValueError(f"{name} must be in (0, 1], got {value}")
         if not 0 < self.false_reject_rate < self.review_rate < 1:
             raise ValueError("need 0 < false_reject_rate < review_rate < 1")
-        if self.fastrecon_ridge < 0:
-            raise ValueError("fastrecon_ridge must be >= 0")
         if 4 * self.gaussian_sigma >= self.image_size:
             raise ValueError(f"gaussian_sigma {self.gaussian_sigma} is too large for image_size {self.image_size}")
         if self.min_log_spread <= 0 or self.single_image_log_spread <= 0:
             raise ValueError("log-spread floors must be > 0")
-        dfd_counts = ("augmentations", "max_augmented", "epochs", "max_steps", "batch", "adaptor_dim", "hidden")
-        for name in (*dfd_counts, "perlin_dim", "heads", "calibration_images", "window"):
-            if getattr(self, f"dfd_{name}") < 1:
-                raise ValueError(f"dfd_{name} must be >= 1")
-        if self.dfd_perlin_dim % self.dfd_heads:
-            raise ValueError("dfd_perlin_dim must be a multiple of dfd_heads")
         if self.batch_size < 1 or self.coreset_projection_dim < 1 or self.gaussian_sigma < 0:
             raise ValueError("batch_size and coreset_projection_dim must be >= 1, gaussian_sigma >= 0")
+        object.__setattr__(self, "method_configs", _normalised(self.method_configs))
 
     @property
-    def bank_ratio(self) -> float:
-        """Memory-bank coreset ratio of the configured method (FastRecon keeps PatchCore's bank)."""
-        return self.patchcore_plus_coreset_ratio if self.method == "patchcore_plus" else self.patchcore_coreset_ratio
+    def method_config(self) -> Any:
+        """The configured method's own config."""
+        return self.config_for(self.method)
 
-    def dfd_settings(self) -> dfd.DFDSettings:
-        """The dfd_* fields as the settings object detection/dfd.py takes."""
-        names = [f.name for f in fields(dfd.DFDSettings)]
-        return dfd.DFDSettings(**{name: getattr(self, f"dfd_{name}") for name in names})
+    def config_for(self, method: str) -> Any:
+        config_type = registry.get(method).config_type
+        return next((c for c in self.method_configs if type(c) is config_type), config_type())
+
+    def with_method_config(self, config: Any) -> DetectorConfig:
+        """A copy with `config` as its method's config (any registered method, not only the configured one)."""
+        others = tuple(c for c in self.method_configs if type(c) is not type(config))
+        return replace(self, method_configs=(*others, config))
 
     @property
     def feature_grid(self) -> int:
@@ -125,12 +70,65 @@ class DetectorConfig:
         return self.image_size // 8
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = {name: getattr(self, name) for name in shared_fields()}
+        data["method_configs"] = {registry.method_of_config(c): asdict(c) for c in self.method_configs}
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DetectorConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
+        data = dict(data)
+        configs = data.pop("method_configs", {})
+        unknown = set(data) - set(shared_fields())
         if unknown:
             raise ValueError(f"unknown config keys: {sorted(unknown)}")
-        return cls(**data)
+        built = []
+        for name, values in configs.items():
+            config_type = registry.get(name).config_type
+            unknown = set(values) - {f.name for f in fields(config_type)}
+            if unknown:
+                raise ValueError(f"unknown {name} config keys: {sorted(unknown)}")
+            built.append(config_type(**values))
+        return cls(**data, method_configs=tuple(built))
+
+    @classmethod
+    def from_flat_dict(cls, data: dict[str, Any]) -> DetectorConfig:
+        """The layout of fitted-support format 1: shared fields and every method's fields side by side."""
+        shared = {k: v for k, v in data.items() if k in shared_fields()}
+        flat = {k: v for k, v in data.items() if k not in shared}
+        unknown = set(flat) - set(legacy_fields())
+        if unknown:
+            raise ValueError(f"unknown config keys: {sorted(unknown)}")
+        values: dict[str, dict[str, Any]] = {name: {} for name in registry.names()}
+        for key, value in flat.items():
+            for method, field in legacy_fields()[key]:
+                values[method][field] = value
+        configs = tuple(registry.get(name).config_type(**v) for name, v in values.items())
+        return cls(**shared, method_configs=configs)
+
+
+def shared_fields() -> tuple[str, ...]:
+    """DetectorConfig's own fields: the method's name and the settings every method shares."""
+    return tuple(f.name for f in fields(DetectorConfig) if f.name != "method_configs")
+
+
+def legacy_fields() -> dict[str, list[tuple[str, str]]]:
+    """Format 1's flat keys -> the (method, field) pairs each one set: "<method>_<field>" unless the config's
+    LEGACY_KEYS says otherwise ("patchcore_coreset_ratio" was the memory-bank ratio of every method but
+    PatchCore+, which had its own)."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for name, method in registry.METHODS.items():
+        for f in fields(method.config_type):
+            key = method.config_type.LEGACY_KEYS.get(f.name, f"{name}_{f.name}")
+            out.setdefault(key, []).append((name, f.name))
+    return out
+
+
+def _normalised(configs: tuple[Any, ...]) -> tuple[Any, ...]:
+    """At most one config per method, in registry order, defaults left out (so equal configs compare equal)."""
+    by_name: dict[str, Any] = {}
+    for config in configs:
+        name = registry.method_of_config(config)
+        if name in by_name:
+            raise ValueError(f"two configs for method {name!r}")
+        by_name[name] = config
+    return tuple(c for name, c in ((n, by_name.get(n)) for n in registry.names()) if c is not None and c != type(c)())

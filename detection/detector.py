@@ -1,31 +1,39 @@
-"""The detector: fit a support set of good images, predict scores, verdicts and anomaly maps."""
+"""The detector: fit a support set of good images, predict scores, verdicts and anomaly maps.
+
+The Detector holds what every method shares: the frozen backbone and its patch features, the memory bank, the
+thresholds, the maps. What a method does with the features is behind detection/registry.py (the contract is
+in detection/method.py): the Detector never asks which method it runs.
+"""
 
 from __future__ import annotations
 
 import copy
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
 
-from detection import dfd, fastrecon, patchcore_plus
+from detection import registry
 from detection.backbone import FeatureExtractor, PatchFeatures, load_resnet50
 from detection.config import DetectorConfig
 from detection.coreset import greedy_coreset
+from detection.fitted import FittedSupport
 from detection.images import ImageInput, load_rgb, to_model_input
+from detection.method import MethodState, Progress, Query, Support, to_patches
 from detection.patchcore import nearest_neighbours
 from detection.postprocess import anomaly_maps, resize_map
-from detection.thresholds import Thresholds, calibrate
+from detection.thresholds import calibrate
+
+__all__ = ["Detector", "FittedSupport", "Prediction", "default_device"]
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
 # k = 1 has no leave-one-out: the single image is scored, under small crop/brightness jitter, against the
 # model fitted on itself (see Detector.fit).
 SINGLE_IMAGE_AUGMENTATIONS = 6
@@ -43,114 +51,12 @@ class Prediction(NamedTuple):
     residual: torch.Tensor | None = None  # (D, h, w) features minus their nearest memory-bank patch
 
 
-@dataclass(eq=False)
-class FittedSupport:
-    """Everything predict needs about one support set; saved as tensors + plain config, no pickles."""
+class _Bank(NamedTuple):
+    """The memory bank of some support patches and the method's coreset, from one greedy k-center run."""
 
-    config: DetectorConfig
-    grid: tuple[int, int]  # (h, w) feature grid
-    memory_bank: torch.Tensor  # (M, D) PatchCore coreset of the support patches
-    bank_source: torch.Tensor  # (M,) support image index of each bank row
-    mu: torch.Tensor  # (R, D) per-position mean of the support maps
-    coreset: torch.Tensor | None  # (c, D) FastRecon coreset S (None for PatchCore)
-    descriptors: torch.Tensor  # (k, D) mean patch feature of each support image
-    normal_scores: torch.Tensor  # (n,) image scores of good images used for the thresholds
-    thresholds: Thresholds
-    dfd_state: dict[str, torch.Tensor] | None = None  # the trained DFD model (None for the other methods)
-    _projector: fastrecon.Projector | None = field(default=None, repr=False, compare=False)
-    _moved: dict[str, FittedSupport] = field(default_factory=dict, repr=False, compare=False)
-    _dfd_model: dfd.DFDModel | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def n_support(self) -> int:
-        return int(self.descriptors.shape[0])
-
-    def to(self, device: torch.device | str) -> FittedSupport:
-        """A copy on `device`, made once and kept (a worker moves each support set to its GPU only once)."""
-        device = torch.device(device)
-        if self.memory_bank.device == device:
-            return self
-        key = str(device)
-        if key not in self._moved:
-            move = {k: getattr(self, k).to(device) for k in ("memory_bank", "bank_source", "mu", "descriptors")}
-            coreset = None if self.coreset is None else self.coreset.to(device)
-            self._moved[key] = FittedSupport(
-                self.config,
-                self.grid,
-                coreset=coreset,
-                normal_scores=self.normal_scores,
-                thresholds=self.thresholds,
-                dfd_state=self.dfd_state,
-                **move,
-            )
-        return self._moved[key]
-
-    def projector(self) -> fastrecon.Projector:
-        if self.coreset is None:
-            raise ValueError("this support set was fitted for PatchCore, not FastRecon")
-        if self._projector is None:
-            self._projector = fastrecon.build_projector(
-                self.coreset, self.mu, self.config.fastrecon_lambda, self.config.fastrecon_ridge
-            )
-        return self._projector
-
-    def dfd_model(self) -> dfd.DFDModel:
-        """The trained DFD model on this support set's device (built once)."""
-        if self.dfd_state is None:
-            raise ValueError(f"this support set was fitted for {self.config.method}, not DFD")
-        if self._dfd_model is None:
-            with torch.inference_mode(False):  # a plain module, even when first asked for inside predict
-                model = dfd.model_from_state(self.dfd_state, self.config.dfd_settings())
-                self._dfd_model = model.to(self.memory_bank.device)
-        return self._dfd_model
-
-    def _payload(self) -> dict[str, Any]:
-        tensors = {
-            k: getattr(self, k).detach().cpu().contiguous()
-            for k in ("memory_bank", "bank_source", "mu", "descriptors", "normal_scores")
-        }
-        if self.coreset is not None:
-            tensors["coreset"] = self.coreset.detach().cpu().contiguous()
-        for key, value in (self.dfd_state or {}).items():
-            tensors[f"dfd.{key}"] = value.detach().cpu().contiguous()
-        return {
-            "format_version": FORMAT_VERSION,
-            "config": self.config.to_dict(),
-            "grid": list(self.grid),
-            "thresholds": self.thresholds.to_dict(),
-            "tensors": tensors,
-        }
-
-    def save(self, path: str | Path) -> None:
-        """Write atomically to a local path (tensors and plain values only: loadable with weights_only)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self._payload(), tmp)
-        tmp.replace(path)
-
-    def save_to(self, fh: BinaryIO) -> None:
-        """Write into an open binary file (for storage backends that are not a local disk)."""
-        torch.save(self._payload(), fh)
-
-    @classmethod
-    def load(cls, path: str | Path | BinaryIO, map_location: str | torch.device = "cpu") -> FittedSupport:
-        payload: dict[str, Any] = torch.load(path, map_location=map_location, weights_only=True)
-        version = payload.get("format_version")
-        if version != FORMAT_VERSION:
-            raise ValueError(f"{path}: fitted support format {version!r}, this code reads {FORMAT_VERSION}")
-        t = payload["tensors"]
-        return cls(
-            config=DetectorConfig.from_dict(payload["config"]),
-            grid=(int(payload["grid"][0]), int(payload["grid"][1])),
-            memory_bank=t["memory_bank"],
-            bank_source=t["bank_source"],
-            mu=t["mu"],
-            coreset=t.get("coreset"),
-            descriptors=t["descriptors"],
-            normal_scores=t["normal_scores"],
-            thresholds=Thresholds.from_dict(payload["thresholds"]),
-            dfd_state={key[4:]: value for key, value in t.items() if key.startswith("dfd.")} or None,
-        )
+    bank: torch.Tensor | None  # (M, D), None when not asked for
+    source: torch.Tensor  # (M,) support image index of each bank row
+    coreset: torch.Tensor  # (c, D)
 
 
 def default_device() -> torch.device:
@@ -209,6 +115,11 @@ class Detector:
                 out.append(self.extractor.parts(batch[start : start + self.forward_batch].to(self.device)))
         return PatchFeatures.cat(out)
 
+    def frozen(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) -> (B, D, h, w) frozen features on self.device, usable as training data."""
+        with torch.no_grad():
+            return self.extractor(images.to(self.device))
+
     # -- fit --------------------------------------------------------------------------------------------
 
     def fit(
@@ -216,181 +127,112 @@ class Detector:
         support: Sequence[ImageInput],
         extra_good: Sequence[ImageInput] = (),
         *,
-        progress: Callable[[float, str], None] | None = None,
+        progress: Progress | None = None,
     ) -> FittedSupport:
         """Fit a support set of k >= 1 good images; extra good images only sharpen the thresholds.
         `progress(fraction, message)` reports on long fits (DFD trains for minutes on a CPU)."""
         if len(support) == 0:
             raise ValueError("the support set is empty: give at least one good image")
-        batch, _ = self.load_images(support)
-        if self.config.method == "dfd":
-            extra_batch = self.load_images(extra_good)[0] if len(extra_good) else None
-            return self._fit_dfd(batch, extra_batch, progress)
-        extra = self.features(self.load_images(extra_good)[0]).full() if len(extra_good) else None
-        jittered = None
-        if len(support) == 1:
-            gen = torch.Generator().manual_seed(self.config.seed)
-            copies = torch.stack([_jitter(batch[0], gen) for _ in range(SINGLE_IMAGE_AUGMENTATIONS)])
-            jittered = self.features(copies).full()
-        return self.fit_features(self.features(batch).full(), extra_good=extra, single_image_jitter=jittered)
-
-    def fit_features(
-        self,
-        support: torch.Tensor,
-        *,
-        extra_good: torch.Tensor | None = None,
-        single_image_jitter: torch.Tensor | None = None,
-    ) -> FittedSupport:
-        """Fit from support features (k, D, h, w); see `fit`."""
-        if support.ndim != 4 or support.shape[0] == 0:
-            raise ValueError(f"support features must be (k, D, h, w) with k >= 1, got {tuple(support.shape)}")
         cfg = self.config
-        k, dim, h, w = support.shape
-        patches = _to_patches(support)  # (k, R, D)
-        fitted = self._fit_patches(patches, (h, w), with_bank=True)
+        method, params = registry.get(cfg.method), cfg.method_config
+        batch, _ = self.load_images(support)
+        extra = self.load_images(extra_good)[0] if len(extra_good) else None
+        feats = self.features(batch)
+        patches = to_patches(feats.full())  # (k, R, D)
+        bank = self._bank(patches, with_bank=True)
+        outcome = method.fit(params, Support(batch, patches, feats.grid, bank.coreset, self, cfg.seed, progress))
+        score = self._scorer(cfg, outcome.state, bank.bank)
 
-        scores: list[float] = []
-        if k >= 2:
-            rule = "leave-one-out"
-            for i in range(k):
-                rest = torch.cat([patches[:i], patches[i + 1 :]])
-                sub = self._fit_patches(rest, (h, w), with_bank=cfg.method != "fastrecon")
-                scores.append(float(self._patch_scores(sub, patches[i : i + 1]).max()))
+        if outcome.held_out is not None:
+            rule, scores = "augmented", list(outcome.held_out)
+        elif len(support) >= 2:
+            rule, scores = "leave-one-out", self._leave_one_out(batch, patches, feats.grid)
         else:
-            rule = "augmented-single"
-            if single_image_jitter is None:
-                raise ValueError("k = 1 needs jittered copies of the support image to calibrate (use fit)")
-            scores += self._patch_scores(fitted, _to_patches(single_image_jitter)).amax(1).tolist()
-        if extra_good is not None and extra_good.shape[0]:
-            scores += self._patch_scores(fitted, _to_patches(extra_good)).amax(1).tolist()
-        fitted.normal_scores = torch.tensor(scores, dtype=torch.float32)
-        fitted.thresholds = calibrate(
+            rule, scores = "augmented-single", self._single_image_scores(batch[0], score)
+        if extra is not None:
+            scores += score(Query(self, images=extra, batch=cfg.batch_size)).amax(1).tolist()
+        thresholds = calibrate(
             scores,
             review_rate=cfg.review_rate,
             false_reject_rate=cfg.false_reject_rate,
-            min_log_spread=cfg.single_image_log_spread if rule == "augmented-single" else cfg.min_log_spread,
+            min_log_spread=cfg.min_log_spread if rule == "leave-one-out" else cfg.single_image_log_spread,
             rule=rule,
         )
-        log.info("fitted %s on %d images: thresholds %s", cfg.method, k, fitted.thresholds)
-        return fitted
-
-    def _frozen(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) -> (B, D, h, w) frozen features on self.device, usable as training data."""
-        with torch.no_grad():
-            return self.extractor(images.to(self.device))
-
-    def _fit_dfd(
-        self,
-        batch: torch.Tensor,
-        extra_good: torch.Tensor | None,
-        progress: Callable[[float, str], None] | None,
-    ) -> FittedSupport:
-        """Train DFD on the support images; the PatchCore bank is built too (defect-type residuals need it).
-
-        Thresholds: leave-one-out would mean k more trainings, so they come from fresh augmented views of the
-        support images that training never saw (rule "augmented", with the single-image spread floor: views
-        of the same parts spread less than new parts do), plus any extra good images.
-        """
-        cfg = self.config
-        patches = _to_patches(self.features(batch).full())
-        fitted = self._fit_patches(patches, self.features(batch[:1]).grid, with_bank=True)
-        model, scores = dfd.train(
-            self._frozen, batch, cfg.dfd_settings(), seed=cfg.seed, chunk=self.forward_batch, progress=progress
-        )
-        fitted.dfd_state = dfd.state_of(model)
-        if extra_good is not None:
-            with torch.no_grad():
-                scores += self._dfd_patch_scores(fitted.to(self.device), extra_good).amax(1).tolist()
-        fitted.normal_scores = torch.tensor(scores, dtype=torch.float32)
-        fitted.thresholds = calibrate(
-            scores,
-            review_rate=cfg.review_rate,
-            false_reject_rate=cfg.false_reject_rate,
-            min_log_spread=cfg.single_image_log_spread,
-            rule="augmented",
-        )
-        log.info("fitted dfd on %d images: thresholds %s", batch.shape[0], fitted.thresholds)
-        return fitted
-
-    def _dfd_patch_scores(self, fitted: FittedSupport, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) images -> (B, R) DFD patch scores."""
-        return self.dfd_maps(fitted, images).mean(1)
-
-    def dfd_maps(self, fitted: FittedSupport, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) images -> (B, 4, R): DFD's four normalised maps (dfd.MAP_NAMES) before averaging."""
-        low, high = dfd.path_features(self._frozen, images.to(self.device), self.forward_batch)
-        with torch.no_grad():
-            return fitted.to(self.device).dfd_model().normalised_maps(low, high)
-
-    def _fit_patches(self, patches: torch.Tensor, grid: tuple[int, int], *, with_bank: bool) -> FittedSupport:
-        """Coresets, mean map and descriptors of (k, R, D) support patches (thresholds are set by the caller).
-
-        Greedy k-center selection is a sequence: with one seed the first n picks are the n-point coreset, so
-        one run of max(c, bank size) serves both the FastRecon coreset and the PatchCore bank.
-        """
-        cfg = self.config
-        k, n_pos, dim = patches.shape
-        flat = patches.reshape(k * n_pos, dim)
-        n_bank = max(1, round(cfg.bank_ratio * k * n_pos)) if with_bank else 0
-        c = 0
-        if cfg.method == "fastrecon":
-            c = fastrecon.coreset_size(k * n_pos, dim, cfg.fastrecon_coreset_ratio, cfg.fastrecon_max_coreset_fraction)
-            if c < round(cfg.fastrecon_coreset_ratio * k * n_pos):
-                log.info("FastRecon coreset capped at %d < D=%d", c, dim)
-        order = greedy_coreset(flat, max(c, n_bank), cfg.coreset_projection_dim, cfg.seed)
-        bank_idx = order[:n_bank]
-        coreset = flat[order[:c]] if c else None
-        empty = torch.empty(0)
+        log.info("fitted %s on %d images: thresholds %s", cfg.method, len(support), thresholds)
+        assert bank.bank is not None
         return FittedSupport(
             config=cfg,
-            grid=grid,
-            memory_bank=flat[bank_idx].clone(),
-            bank_source=torch.div(bank_idx, n_pos, rounding_mode="floor"),
-            mu=patches.mean(0),
-            coreset=coreset,
+            grid=feats.grid,
+            memory_bank=bank.bank,
+            bank_source=bank.source,
             descriptors=patches.mean(1),
-            normal_scores=empty,
-            thresholds=Thresholds(float("inf"), float("inf"), "uncalibrated", 0, 0.0, 0.0),
+            normal_scores=torch.tensor(scores, dtype=torch.float32),
+            thresholds=thresholds,
+            state=outcome.state,
         )
 
-    # -- predict ----------------------------------------------------------------------------------------
+    def _bank(self, patches: torch.Tensor, *, with_bank: bool) -> _Bank:
+        """The memory bank (when asked for) and the method's coreset of (k, R, D) support patches.
 
-    def _patch_scores(self, fitted: FittedSupport, patches: torch.Tensor) -> torch.Tensor:
-        """(B, R, D) -> (B, R) patch scores under the fitted method."""
-        if fitted.config.method == "fastrecon":
-            return fastrecon.patch_scores(fitted.projector(), patches)
-        cfg = fitted.config
-        if cfg.method == "patchcore_plus":
-            return patchcore_plus.patch_scores(
-                patches,
-                fitted.memory_bank,
-                lam=cfg.patchcore_plus_lambda,
-                iterations=cfg.patchcore_plus_iterations,
-                m_steps=cfg.patchcore_plus_m_steps,
-                eps_rel=cfg.patchcore_plus_eps,
-                temperature=cfg.patchcore_plus_temperature,
-                batch=cfg.batch_size,
-            )
-        b, r, d = patches.shape
-        dist, _ = nearest_neighbours(patches.reshape(b * r, d), fitted.memory_bank)
-        return dist.view(b, r)
+        Greedy k-center selection is a sequence: with one seed the first n picks are the n-point coreset, so
+        one run of max(c, bank size) serves both the method's coreset and the memory bank.
+        """
+        cfg = self.config
+        params = cfg.method_config
+        k, n_pos, dim = patches.shape
+        flat = patches.reshape(k * n_pos, dim)
+        n_bank = max(1, round(params.bank_ratio * k * n_pos)) if with_bank else 0
+        c = registry.get(cfg.method).coreset_size(params, k * n_pos, dim)
+        n = max(c, n_bank)
+        order = greedy_coreset(flat, n, cfg.coreset_projection_dim, cfg.seed) if n else flat.new_zeros(0).long()
+        bank_idx = order[:n_bank]
+        return _Bank(
+            bank=flat[bank_idx].clone() if with_bank else None,
+            source=torch.div(bank_idx, n_pos, rounding_mode="floor"),
+            coreset=flat[order[:c]],
+        )
+
+    def _scorer(
+        self, config: DetectorConfig, state: MethodState, bank: torch.Tensor | None
+    ) -> Callable[[Query], torch.Tensor]:
+        """query -> (B, R) patch scores under `config`'s method with `state` and `bank`."""
+        method, params = registry.get(config.method), config.method_config
+        return lambda query: method.score(params, state, bank, query)
+
+    def _leave_one_out(self, batch: torch.Tensor, patches: torch.Tensor, grid: tuple[int, int]) -> list[float]:
+        """Each support image's score against the method fitted on the other k-1."""
+        cfg = self.config
+        method, params = registry.get(cfg.method), cfg.method_config
+        scores = []
+        for i in range(patches.shape[0]):
+            keep = [j for j in range(patches.shape[0]) if j != i]
+            rest = patches[keep]
+            sub = self._bank(rest, with_bank=method.scores_with_bank)
+            outcome = method.fit(params, Support(batch[keep], rest, grid, sub.coreset, self, cfg.seed))
+            query = Query(self, patches=patches[i : i + 1], batch=cfg.batch_size)
+            scores.append(float(self._scorer(cfg, outcome.state, sub.bank)(query).max()))
+        return scores
+
+    def _single_image_scores(self, image: torch.Tensor, score: Callable[[Query], torch.Tensor]) -> list[float]:
+        """k = 1: jittered copies of the one image scored against the model fitted on it."""
+        gen = torch.Generator().manual_seed(self.config.seed)
+        copies = torch.stack([_jitter(image, gen) for _ in range(SINGLE_IMAGE_AUGMENTATIONS)])
+        patches = to_patches(self.features(copies).full())
+        return score(Query(self, patches=patches, batch=self.config.batch_size)).amax(1).tolist()
+
+    # -- predict ----------------------------------------------------------------------------------------
 
     def patch_scores(
         self, fitted: FittedSupport, features: PatchFeatures, images: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Patch features of B images -> (B, h, w) patch scores. DFD scores its own frequency paths and needs
-        the (B, 3, S, S) images themselves."""
+        """Patch features of B images -> (B, h, w) patch scores. Methods that score the images themselves (DFD:
+        its frequency paths) need the (B, 3, S, S) images too."""
         fitted = self._check(fitted, features)
         b = features.fine.shape[0]
         h, w = features.grid
-        if fitted.config.method == "dfd":
-            if images is None:
-                raise ValueError("DFD scores the images' frequency paths: pass images to patch_scores")
-            return self._dfd_patch_scores(fitted, images).view(b, h, w)
+        query = Query(self, features=features, images=images, batch=fitted.config.batch_size)
         with torch.inference_mode():
-            if fitted.config.method == "fastrecon":
-                return fastrecon.patch_scores_split(fitted.projector(), features.fine, features.coarse).view(b, h, w)
-            return self._patch_scores(fitted, _to_patches(features.full())).view(b, h, w)
+            return self._scorer(fitted.config, fitted.state, fitted.memory_bank)(query).view(b, h, w)
 
     def predict(
         self, fitted: FittedSupport, images: Sequence[ImageInput], *, return_features: bool = False
@@ -407,13 +249,7 @@ class Detector:
                 feats = parts.full()  # (B, D, h, w)
                 pooled = feats.mean((2, 3))  # (B, D)
                 nearest_support = torch.cdist(pooled, fitted_dev.descriptors).argmin(1).tolist()
-                residual = nn_idx = None
-                if return_features:
-                    b, d, h, w = feats.shape
-                    patches = _to_patches(feats).reshape(b * h * w, d)
-                    _, nn_idx = nearest_neighbours(patches, fitted_dev.memory_bank)
-                    residual = (patches - fitted_dev.memory_bank[nn_idx]).view(b, h, w, d).permute(0, 3, 1, 2)
-                    nn_idx = nn_idx.view(b, h, w)
+                extras = _residuals(feats, fitted_dev.memory_bank) if return_features else None
             # Clone outside inference mode: callers (the defect-type classifier) train on these tensors.
             for i, (height, width) in enumerate(sizes):
                 score = float(scores[i].max())
@@ -424,28 +260,30 @@ class Detector:
                         anomaly_map=resize_map(maps[i], height, width),
                         patch_scores=scores[i].cpu().clone(),
                         nearest_support=int(nearest_support[i]),
-                        features=feats[i].cpu().clone() if return_features else None,
-                        nearest_index=nn_idx[i].cpu().clone() if nn_idx is not None else None,
-                        residual=residual[i].cpu().clone() if residual is not None else None,
+                        **({k: v[i].cpu().clone() for k, v in extras.items()} if extras else {}),
                     )
                 )
         return results
 
     def _check(self, fitted: FittedSupport, features: PatchFeatures) -> FittedSupport:
-        if features.dim != fitted.mu.shape[1] or features.grid != tuple(fitted.grid):
+        if features.dim != fitted.dim or features.grid != tuple(fitted.grid):
             raise ValueError(
                 f"features (D={features.dim}, grid={features.grid}) do not match the fitted support set "
-                f"(D={fitted.mu.shape[1]}, grid={fitted.grid}): was it fitted with another image_size or backbone?"
+                f"(D={fitted.dim}, grid={fitted.grid}): was it fitted with another image_size or backbone?"
             )
         if fitted.config.image_size != self.config.image_size:
             raise ValueError("fitted support set and detector use different image sizes")
         return fitted.to(features.fine.device)
 
 
-def _to_patches(features: torch.Tensor) -> torch.Tensor:
-    """(B, D, h, w) -> (B, h*w, D), row-major over positions (permute before reshape keeps space intact)."""
-    b, d, h, w = features.shape
-    return features.permute(0, 2, 3, 1).reshape(b, h * w, d)
+def _residuals(feats: torch.Tensor, bank: torch.Tensor) -> dict[str, Any]:
+    """(B, D, h, w) features -> the Prediction fields the defect-type classifier consumes: the features, the
+    nearest bank row of each patch (B, h, w) and the residual to it (B, D, h, w)."""
+    b, d, h, w = feats.shape
+    patches = to_patches(feats).reshape(b * h * w, d)
+    _, nn_idx = nearest_neighbours(patches, bank)
+    residual = (patches - bank[nn_idx]).view(b, h, w, d).permute(0, 3, 1, 2)
+    return {"features": feats, "nearest_index": nn_idx.view(b, h, w), "residual": residual}
 
 
 def _jitter(image: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

@@ -1,5 +1,7 @@
 """DFD: dual-path frequency discriminators (Bai et al. 2024), a trained few-shot detector.
 
+Its networks and frequency paths are in detection/dfd_model.py; its config, training and fit/score here.
+
 Pipeline. Each support image is augmented (rotation, crop, brightness/contrast); each augmented image is
 split into a low-frequency image (Gaussian pyramid Down then Up) and a high-frequency image (the image minus
 its low part); the frozen backbone gives layer2+3 patch features of both paths. A pseudo-anomalous twin of
@@ -28,160 +30,69 @@ CPU budget (training is a background job): the backbone runs once per augmented 
 training reads cached features. The paper's 80 augmentations per image x 80 epochs is ~800 steps of batch 8
 per support image, hours on a 2-core CPU; the defaults cap the augmented pool and the number of steps, use a
 narrower adaptor (256) than the features (1536), and train each step on a 16 x 16 window of the 32 x 32 patch
-grid that holds the pseudo-defect (DetectorConfig.dfd_*). A GPU, when present, runs the same steps faster.
+grid that holds the pseudo-defect (DFDConfig). A GPU, when present, runs the same steps faster.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from classification.synthetic import TextureBank, defect_mask, foreground_mask, make_pseudo_defect
+from detection.dfd_model import DFDModel, FeatureFn, path_features
+from detection.method import Backbone, FitOutcome, Progress, Query, Support, check_fraction
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[float, str], None]
-MAP_NAMES = ("gaussian_low", "gaussian_high", "perlin_low", "perlin_high")  # the order of DFDModel.maps
-N_MAPS = len(MAP_NAMES)
-
-# 5-tap binomial kernel of cv2.pyrDown / pyrUp.
-_BINOMIAL = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
-
-
-def _blur5(x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
-    """Separable 5x5 binomial blur, reflect-101 border (OpenCV's BORDER_DEFAULT), (B, C, H, W)."""
-    c = x.shape[1]
-    k = (_BINOMIAL * math.sqrt(gain)).to(x)
-    x = F.pad(x, (2, 2, 2, 2), mode="reflect")
-    x = F.conv2d(x, k.view(1, 1, 1, 5).expand(c, 1, 1, 5), groups=c)
-    return F.conv2d(x, k.view(1, 1, 5, 1).expand(c, 1, 5, 1), groups=c)
-
-
-def pyr_down(x: torch.Tensor) -> torch.Tensor:
-    """cv2.pyrDown: blur, keep every second row and column. (B, C, H, W) -> (B, C, ceil(H/2), ceil(W/2))."""
-    return _blur5(x)[..., ::2, ::2]
-
-
-def pyr_up(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """cv2.pyrUp: zeros between samples, blur with 4x the kernel. (B, C, h, w) -> (B, C, *size)."""
-    b, c, h, w = x.shape
-    up = x.new_zeros(b, c, 2 * h, 2 * w)
-    up[..., ::2, ::2] = x
-    return _blur5(up, gain=4.0)[..., : size[0], : size[1]]
-
-
-def frequency_split(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, 3, H, W) -> (low, high): low = Up(Down(x)), high = x - low, so low + high == x."""
-    if images.ndim != 4:
-        raise ValueError(f"frequency_split expects (B, C, H, W), got {tuple(images.shape)}")
-    low = pyr_up(pyr_down(images), images.shape[-2:])
-    return low, images - low
-
-
-def path_inputs(images: torch.Tensor) -> torch.Tensor:
-    """(B, 3, S, S) in [0, 1] -> (2B, 3, S, S) backbone inputs: the B low images, then the B high images.
-
-    The high-frequency image is centred on mid-grey (0.5 + high): it is signed, and the backbone's input
-    normalisation expects images around the ImageNet mean, not around black.
-    """
-    low, high = frequency_split(images)
-    return torch.cat([low, high + 0.5])
-
-
-# ------------------------------------------------------------------------------------------------ model
-
-
-class GaussianDiscriminator(nn.Module):
-    """2-layer MLP: (N, A) adapted features -> (N,) normality."""
-
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).squeeze(-1)
-
-
-class PerlinDiscriminator(nn.Module):
-    """1-layer MLP, then one transformer layer over an image's patches: (B, R, A) -> (B, R) normality.
-
-    The transformer lets a patch be judged against the rest of the same image (a texture that fits the part
-    elsewhere is not an anomaly). No positional encoding: the judgement is about content, not place.
-    """
-
-    def __init__(self, dim: int, hidden: int, heads: int) -> None:
-        super().__init__()
-        self.embed = nn.Sequential(nn.Linear(dim, hidden), nn.LeakyReLU(0.2))
-        self.mix = nn.TransformerEncoderLayer(
-            hidden, heads, dim_feedforward=2 * hidden, dropout=0.0, batch_first=True, norm_first=True
-        )
-        self.head = nn.Linear(hidden, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.mix(self.embed(x))).squeeze(-1)
-
-
-class DFDModel(nn.Module):
-    """Adaptor + both discriminators; `maps` gives the four raw anomaly maps (-normality)."""
-
-    def __init__(self, in_dim: int, adaptor_dim: int, hidden: int, perlin_dim: int, heads: int) -> None:
-        super().__init__()
-        self.adaptor = nn.Linear(in_dim, adaptor_dim)
-        self.gaussian = GaussianDiscriminator(adaptor_dim, hidden)
-        self.perlin = PerlinDiscriminator(adaptor_dim, perlin_dim, heads)
-        # Per-map (offset, scale) of the min-max normalisation, measured on good images after training.
-        self.register_buffer("norm", torch.tensor([[0.0, 1.0]] * N_MAPS))
-
-    def maps(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-        """(B, R, D) patch features of both paths -> (B, 4, R) raw anomaly scores (-normality)."""
-        out = []
-        for feats in (low, high):
-            a = self.adaptor(feats)  # (B, R, A)
-            out += [-self.gaussian(a), -self.perlin(a)]
-        return torch.stack([out[0], out[2], out[1], out[3]], 1)  # Gaussian low/high, Perlin low/high
-
-    def normalised_maps(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-        """(B, R, D) x 2 -> (B, 4, R): the four maps min-max normalised by the fitted constants (MAP_NAMES order)."""
-        raw = self.maps(low, high)
-        return (raw - self.norm[:, 0, None]) / self.norm[:, 1, None]
-
-    def scores(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-        """(B, R, D) x 2 -> (B, R) patch scores: the four normalised maps averaged."""
-        return self.normalised_maps(low, high).mean(1)
-
 
 @dataclass(frozen=True)
-class DFDSettings:
-    """The DFD part of DetectorConfig, unpacked (see DetectorConfig for the meaning of each)."""
+class DFDConfig:
+    """Paper: 80 augmentations per image, 80 epochs, batch 8, Adam 5e-4 / 2e-4 / 1e-4 (adaptor / Gaussian /
+    Perlin), theta 0.8, lambda_per 2, lambda_sim 0.02. The CPU budget caps the augmented pool (max_augmented
+    over all k images) and the optimiser steps."""
 
-    augmentations: int
-    max_augmented: int
-    epochs: int
-    max_steps: int
-    batch: int
-    adaptor_dim: int
-    hidden: int
-    perlin_dim: int
-    heads: int
-    noise_std: float
-    theta: float
-    lambda_per: float
-    lambda_sim: float
-    lr_adaptor: float
-    lr_gaussian: float
-    lr_perlin: float
-    calibration_images: int
-    window: int
+    augmentations: int = 80
+    max_augmented: int = 48
+    epochs: int = 80
+    max_steps: int = 150
+    batch: int = 8
+    adaptor_dim: int = 256
+    hidden: int = 256
+    perlin_dim: int = 128
+    heads: int = 4
+    noise_std: float = 0.1  # Gaussian noise, relative to the adapted features' standard deviation
+    theta: float = 0.8
+    lambda_per: float = 2.0
+    lambda_sim: float = 0.02
+    lr_adaptor: float = 5e-4
+    lr_gaussian: float = 2e-4
+    lr_perlin: float = 1e-4
+    calibration_images: int = 8
+    # Training sees a window of window x window patches of each image (containing its pseudo-defect), not the
+    # whole 32 x 32 grid: a quarter of the cost per step. Scoring always sees the whole image.
+    window: int = 16
+    # PatchCore's memory bank, kept for the nearest normal patch that defect-type residuals need.
+    bank_ratio: float = 0.1
+
+    LEGACY_KEYS: ClassVar[dict[str, str]] = {"bank_ratio": "patchcore_coreset_ratio"}
+
+    def __post_init__(self) -> None:
+        counts = ("augmentations", "max_augmented", "epochs", "max_steps", "batch", "adaptor_dim", "hidden")
+        for name in (*counts, "perlin_dim", "heads", "calibration_images", "window"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.perlin_dim % self.heads:
+            raise ValueError("perlin_dim must be a multiple of heads")
+        check_fraction(self, "bank_ratio")
 
 
-def build_model(in_dim: int, s: DFDSettings) -> DFDModel:
+def build_model(in_dim: int, s: DFDConfig) -> DFDModel:
     return DFDModel(in_dim, s.adaptor_dim, s.hidden, s.perlin_dim, s.heads)
 
 
@@ -189,7 +100,7 @@ def state_of(model: DFDModel) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
 
-def model_from_state(state: dict[str, torch.Tensor], s: DFDSettings) -> DFDModel:
+def model_from_state(state: dict[str, torch.Tensor], s: DFDConfig) -> DFDModel:
     in_dim = int(state["adaptor.weight"].shape[1])
     model = build_model(in_dim, s)
     model.load_state_dict(state, strict=True)
@@ -282,7 +193,7 @@ def dfd_loss(
     normal: torch.Tensor,
     anomaly: torch.Tensor,
     labels: torch.Tensor,
-    s: DFDSettings,
+    s: DFDConfig,
     gen: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """One path's loss. normal, anomaly: (B, R, D) features of good images and of their pseudo-anomalous
@@ -312,21 +223,6 @@ def _flags(normal: torch.Tensor, anomalous: torch.Tensor) -> torch.Tensor:
     )
 
 
-FeatureFn = Callable[[torch.Tensor], torch.Tensor]  # (B, 3, S, S) in [0, 1] -> (B, D, h, w) frozen features
-
-
-def path_features(features: FeatureFn, images: torch.Tensor, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, 3, S, S) -> low and high path patch features, each (B, R, D) float32."""
-    low, high = [], []
-    for start in range(0, images.shape[0], chunk):
-        part = images[start : start + chunk]
-        f = features(path_inputs(part))  # (2b, D, h, w)
-        f = f.permute(0, 2, 3, 1).flatten(1, 2).float()  # (2b, R, D)
-        low.append(f[: part.shape[0]])
-        high.append(f[part.shape[0] :])
-    return torch.cat(low), torch.cat(high)
-
-
 def _augmented(support: torch.Tensor, n_per: int, gen: torch.Generator) -> torch.Tensor:
     """n_per views of each support image, the first the image itself: (k * n_per, 3, S, S)."""
     views = []
@@ -339,7 +235,7 @@ def _augmented(support: torch.Tensor, n_per: int, gen: torch.Generator) -> torch
 def train(
     features: FeatureFn,
     support: torch.Tensor,
-    s: DFDSettings,
+    s: DFDConfig,
     *,
     seed: int = 0,
     chunk: int = 1,
@@ -359,9 +255,35 @@ def train(
     textures = TextureBank(seed=seed)
     n_per = max(1, min(s.augmentations, s.max_augmented // k))
     views = _augmented(support.cpu().float(), n_per, gen)  # (N, 3, S, S)
-    n = views.shape[0]
+    feats, labels = _training_features(features, views, textures, rng, chunk, report)
+    model = _optimise(feats, labels, s, seed, gen, report)
+    _fit_normalisation(model, feats, min(s.batch, views.shape[0]))
+    del feats
 
-    # 1. Pseudo-anomalies and cached frozen features (the backbone never runs again in training).
+    # Threshold calibration on fresh views training never saw (a different stream of augmentations).
+    report(0.92, "calibrating thresholds on fresh augmented views")
+    cal_gen = torch.Generator().manual_seed(seed + 1)
+    n_cal = max(1, math.ceil(s.calibration_images / k))
+    fresh = torch.stack([augment(image, cal_gen) for image in support.cpu().float() for _ in range(n_cal)])
+    with torch.no_grad():
+        lo_f, hi_f = path_features(features, fresh, chunk)
+        cal_scores = model.scores(lo_f, hi_f).amax(1).tolist()
+    report(1.0, "trained")
+    return model, cal_scores
+
+
+def _training_features(
+    features: FeatureFn,
+    views: torch.Tensor,
+    textures: TextureBank,
+    rng: np.random.Generator,
+    chunk: int,
+    report: Progress,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Pseudo-anomalies of the N views and the cached frozen features of both (the backbone never runs again in
+    training): low/high paths of the views and of their twins (a_low/a_high), each (N, R, D) half, and the
+    (N, R) patch labels."""
+    n = views.shape[0]
     report(0.0, f"preparing {n} augmented views and their pseudo-anomalies")
     twins, masks = zip(*(pseudo_anomaly(v, textures, rng) for v in views), strict=True)
     cache: dict[str, list[torch.Tensor]] = {"low": [], "high": [], "a_low": [], "a_high": []}
@@ -373,12 +295,22 @@ def train(
             cache[key].append(t.half())  # half storage: 4 x N x R x D floats would not fit otherwise
         report(0.3 * min(n, start + chunk) / n, f"features of {min(n, start + chunk)}/{n} views")
     feats = {key: torch.cat(v) for key, v in cache.items()}
-    device = feats["low"].device
-    n_pos, dim = feats["low"].shape[1:]
-    h = w = math.isqrt(n_pos)
-    labels = grid_labels(torch.stack(masks), (h, w)).to(device)  # (N, R)
+    side = math.isqrt(feats["low"].shape[1])
+    return feats, grid_labels(torch.stack(masks), (side, side)).to(feats["low"].device)
 
-    # 2. Training on the cached features.
+
+def _optimise(
+    feats: dict[str, torch.Tensor],
+    labels: torch.Tensor,
+    s: DFDConfig,
+    seed: int,
+    gen: torch.Generator,
+    report: Progress,
+) -> DFDModel:
+    """Adam on the cached features, each step on a window of the grid of a batch of views."""
+    device = feats["low"].device
+    n, n_pos, dim = feats["low"].shape
+    h = w = math.isqrt(n_pos)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         model = build_model(dim, s).to(device)
@@ -412,28 +344,89 @@ def train(
         if step % 10 == 0 or step == steps - 1:
             log.debug("dfd step %d/%d loss %.4f", step + 1, steps, float(loss.detach()))
             report(0.3 + 0.6 * (step + 1) / steps, f"training step {step + 1}/{steps}")
-    model.eval().requires_grad_(False)
+    return model.eval().requires_grad_(False)
 
-    # 3. Normalisation constants: min and max of each raw map over the good training views.
+
+def _fit_normalisation(model: DFDModel, feats: dict[str, torch.Tensor], batch: int) -> None:
+    """Normalisation constants: min and max of each raw map over the good training views."""
     with torch.no_grad():
         raw = torch.cat(
             [
                 model.maps(feats["low"][i : i + batch].float(), feats["high"][i : i + batch].float())
-                for i in range(0, n, batch)
+                for i in range(0, feats["low"].shape[0], batch)
             ]
         )  # (N, 4, R)
         lo = raw.amin((0, 2))
         hi = raw.amax((0, 2))
         model.norm.copy_(torch.stack([lo, (hi - lo).clamp_min(1e-6)], 1))
-    del feats
 
-    # 4. Threshold calibration on fresh views training never saw (a different stream of augmentations).
-    report(0.92, "calibrating thresholds on fresh augmented views")
-    cal_gen = torch.Generator().manual_seed(seed + 1)
-    n_cal = max(1, math.ceil(s.calibration_images / k))
-    fresh = torch.stack([augment(image, cal_gen) for image in support.cpu().float() for _ in range(n_cal)])
+
+# ------------------------------------------------------------------------------------- the method's contract
+
+
+@dataclass(eq=False)
+class DFDState:
+    weights: dict[str, torch.Tensor]  # the trained DFDModel's state_dict, on the CPU
+    config: DFDConfig  # the model's shape
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # where the model runs
+    _model: DFDModel | None = field(default=None, repr=False)
+
+    def model(self) -> DFDModel:
+        """The trained model on this state's device (built once)."""
+        if self._model is None:
+            with torch.inference_mode(False):  # a plain module, even when first asked for inside predict
+                self._model = model_from_state(self.weights, self.config).to(self.device)
+        return self._model
+
+    def to(self, device: torch.device) -> DFDState:
+        device = torch.device(device)
+        return self if device == self.device else DFDState(self.weights, self.config, device)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return dict(self.weights)
+
+    def summary(self) -> str:
+        return f"adaptor {self.weights['adaptor.weight'].shape[0]} wide"
+
+
+def four_maps(state: DFDState, backbone: Backbone, images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, S, S) images -> (B, 4, R): DFD's four normalised maps (dfd_model.MAP_NAMES) before averaging."""
+    low, high = path_features(backbone.frozen, images.to(backbone.device), backbone.forward_batch)
     with torch.no_grad():
-        lo_f, hi_f = path_features(features, fresh, chunk)
-        cal_scores = model.scores(lo_f, hi_f).amax(1).tolist()
-    report(1.0, "trained")
-    return model, cal_scores
+        return state.to(backbone.device).model().normalised_maps(low, high)
+
+
+class DFD:
+    name = "dfd"
+    label = "DFD"
+    description = "trained frequency discriminators; the fit trains for minutes on a CPU"
+    config_type = DFDConfig
+    scores_with_bank = False
+
+    def coreset_size(self, config: DFDConfig, n_patches: int, dim: int) -> int:
+        return 0
+
+    def fit(self, config: DFDConfig, support: Support) -> FitOutcome[DFDState]:
+        """Train on the support images. Leave-one-out would mean k more trainings: the held-out scores are those
+        of fresh augmented views of the support images that training never saw."""
+        backbone = support.backbone
+        model, scores = train(
+            backbone.frozen,
+            support.images,
+            config,
+            seed=support.seed,
+            chunk=backbone.forward_batch,
+            progress=support.progress,
+        )
+        return FitOutcome(DFDState(state_of(model), config, backbone.device), held_out=scores)
+
+    def score(self, config: DFDConfig, state: DFDState, bank: torch.Tensor | None, query: Query) -> torch.Tensor:
+        if query.images is None:
+            raise ValueError("DFD scores the images' frequency paths: pass images to patch_scores")
+        return four_maps(state, query.backbone, query.images).mean(1)
+
+    def load_state(self, config: DFDConfig, tensors: dict[str, torch.Tensor]) -> DFDState:
+        return DFDState(dict(tensors), config)
+
+
+METHOD = DFD()

@@ -2,7 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
+
+from detection.method import BankOnly, BankScoredMethod, Query, check_fraction, require_bank
+
+
+@dataclass(frozen=True)
+class PatchCoreConfig:
+    # Memory bank = greedy coreset of this fraction of the support patches.
+    bank_ratio: float = 0.1
+
+    LEGACY_KEYS: ClassVar[dict[str, str]] = {"bank_ratio": "patchcore_coreset_ratio"}
+
+    def __post_init__(self) -> None:
+        check_fraction(self, "bank_ratio")
 
 
 def nearest_neighbours(
@@ -28,3 +44,20 @@ def nearest_neighbours(
         dists.append(best.clamp_min_(0).sqrt_())
         idxs.append(idx)
     return torch.cat(dists), torch.cat(idxs)
+
+
+class PatchCore(BankScoredMethod):
+    name = "patchcore"
+    label = "PatchCore"
+    description = "nearest good patch"
+    config_type = PatchCoreConfig
+
+    def score(self, config: PatchCoreConfig, state: BankOnly, bank: torch.Tensor | None, query: Query) -> torch.Tensor:
+        bank = require_bank(bank, self.label)
+        patches = query.patches
+        b, r, d = patches.shape
+        dist, _ = nearest_neighbours(patches.reshape(b * r, d), bank)
+        return dist.view(b, r)
+
+
+METHOD = PatchCore()

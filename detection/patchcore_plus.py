@@ -35,11 +35,41 @@ prototypes -- a Euclidean distance (square root), the same units as PatchCore's 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import ClassVar, NamedTuple
 
 import torch
 
+from detection.method import BankOnly, BankScoredMethod, Query, check_fraction, require_bank
+
 _TINY = 1e-12
+
+
+@dataclass(frozen=True)
+class PatchCorePlusConfig:
+    # Paper settings: lambda 0.3, bank ratio 0.05, 10 EM iterations. m_steps gradient steps on W per M-step;
+    # Sinkhorn eps relative to the mean initial cost; temperature of the soft nearest-prototype initialisation
+    # of W, relative to the query's mean nearest squared distance.
+    lam: float = 0.3
+    bank_ratio: float = 0.05
+    iterations: int = 10
+    m_steps: int = 3
+    eps: float = 0.05
+    temperature: float = 1.0
+
+    LEGACY_KEYS: ClassVar[dict[str, str]] = {
+        "lam": "patchcore_plus_lambda",
+        "bank_ratio": "patchcore_plus_coreset_ratio",
+    }
+
+    def __post_init__(self) -> None:
+        if self.lam < 0:
+            raise ValueError("lam (PatchCore+ lambda) must be >= 0")
+        if self.iterations < 0 or self.m_steps < 0:
+            raise ValueError("iterations and m_steps must be >= 0")
+        if self.eps <= 0 or self.temperature <= 0:
+            raise ValueError("eps and temperature must be > 0")
+        check_fraction(self, "bank_ratio")
 
 
 class Refinement(NamedTuple):
@@ -210,3 +240,27 @@ def patch_scores(
         )
         out.append(res.scores)
     return torch.cat(out)
+
+
+class PatchCorePlus(BankScoredMethod):
+    name = "patchcore_plus"
+    label = "PatchCore+"
+    description = "optimal-transport refinement; 1-12 s per image on a CPU, more with more images"
+    config_type = PatchCorePlusConfig
+
+    def score(
+        self, config: PatchCorePlusConfig, state: BankOnly, bank: torch.Tensor | None, query: Query
+    ) -> torch.Tensor:
+        return patch_scores(
+            query.patches,
+            require_bank(bank, self.label),
+            lam=config.lam,
+            iterations=config.iterations,
+            m_steps=config.m_steps,
+            eps_rel=config.eps,
+            temperature=config.temperature,
+            batch=query.batch,
+        )
+
+
+METHOD = PatchCorePlus()

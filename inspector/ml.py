@@ -37,8 +37,7 @@ from classification.prototype import (
 )
 from classification.residuals import ResidualSample
 from classification.selection import choose_method
-from detection import Detector, DetectorConfig, FittedSupport, Thresholds
-from detection.config import METHODS as DETECTOR_METHODS
+from detection import Detector, DetectorConfig, FittedSupport, Thresholds, registry
 from detection.images import load_rgb
 
 _lock = threading.Lock()
@@ -226,4 +225,16 @@ def render_heatmap(rgb: np.ndarray, amap: np.ndarray, thresholds: Thresholds) ->
 
 
 def detector_methods() -> tuple[str, ...]:
-    return DETECTOR_METHODS
+    """The detection methods a product may use (detection/registry.py), in the order people see them."""
+    return registry.names()
+
+
+def detector_labels() -> dict[str, str]:
+    """Method name -> what the product page shows: "PatchCore (nearest good patch)"; the configured default
+    (INSPECTOR_DETECTOR_METHOD) says so."""
+    default = settings.INSPECTOR_DETECTOR_METHOD
+    labels = {}
+    for name in registry.names():
+        method = registry.get(name)
+        labels[name] = f"{method.label} ({'default: ' if name == default else ''}{method.description})"
+    return labels

@@ -5,6 +5,7 @@ from django.db import connections
 from rest_framework.test import APIClient
 
 from detection import Detector, DetectorConfig
+from detection.dfd import DFDConfig
 from inspector import ml
 from inspector.celery import app as celery_app
 from inspector.inspections.models import Batch
@@ -20,8 +21,8 @@ from .factories import ProductFactory, TeamFactory, UserFactory
 @pytest.fixture(scope="session")
 def small_detector() -> Detector:
     """A random-weight detector at 64 px: the real code path, fast, no weights file needed."""
-    small_dfd = dict(dfd_max_augmented=8, dfd_max_steps=10, dfd_adaptor_dim=32, dfd_hidden=32, dfd_perlin_dim=16)
-    return Detector(DetectorConfig(image_size=64, **small_dfd), resnet=random_resnet(), device="cpu")
+    small_dfd = DFDConfig(max_augmented=8, max_steps=10, adaptor_dim=32, hidden=32, perlin_dim=16)
+    return Detector(DetectorConfig(image_size=64, method_configs=(small_dfd,)), resnet=random_resnet(), device="cpu")
 
 
 @pytest.fixture(autouse=True)

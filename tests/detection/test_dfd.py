@@ -1,28 +1,23 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import cv2
 import numpy as np
 import pytest
 import torch
 
-from detection import Detector, DetectorConfig, FittedSupport, dfd
+from detection import Detector, DetectorConfig, FittedSupport, dfd, dfd_model
+from detection.dfd import DFDConfig, DFDState
 from detection.metrics import auroc
 
 from .helpers import part_image, random_resnet
 
 # A small, fast DFD: the tests check the method's mechanics, not the paper's budget.
-TINY = dict(
-    method="dfd",
-    image_size=64,
-    batch_size=4,
-    dfd_max_augmented=24,
-    dfd_max_steps=60,
-    dfd_adaptor_dim=64,
-    dfd_hidden=64,
-    dfd_perlin_dim=32,
-    dfd_heads=2,
-    dfd_calibration_images=4,
+TINY_DFD = DFDConfig(
+    max_augmented=24, max_steps=60, adaptor_dim=64, hidden=64, perlin_dim=32, heads=2, calibration_images=4
 )
+TINY = dict(method="dfd", image_size=64, batch_size=4, method_configs=(TINY_DFD,))
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +42,7 @@ def _image(seed: int, size: int = 37) -> torch.Tensor:
 
 def test_frequency_split_matches_opencvs_gaussian_pyramid_and_reconstructs_the_image():
     images = _image(0)
-    low, high = dfd.frequency_split(images)
+    low, high = dfd_model.frequency_split(images)
     for b in range(images.shape[0]):
         rgb = images[b].permute(1, 2, 0).numpy().astype(np.float64)
         size = (rgb.shape[1], rgb.shape[0])
@@ -58,17 +53,17 @@ def test_frequency_split_matches_opencvs_gaussian_pyramid_and_reconstructs_the_i
 
 def test_low_path_keeps_a_flat_image_and_high_path_gets_the_fine_detail():
     flat = torch.full((1, 3, 32, 32), 0.4)
-    low, high = dfd.frequency_split(flat)
+    low, high = dfd_model.frequency_split(flat)
     torch.testing.assert_close(low, flat)
     assert high.abs().max() < 1e-6
     checker = (torch.arange(32)[:, None] + torch.arange(32)[None]) % 2  # the finest pattern there is
-    low, high = dfd.frequency_split(checker.float().expand(1, 3, 32, 32))
+    low, high = dfd_model.frequency_split(checker.float().expand(1, 3, 32, 32))
     assert high.abs().mean() > 4 * (low - low.mean()).abs().mean()
 
 
 def test_frequency_split_refuses_a_single_image_without_batch_axis():
     with pytest.raises(ValueError, match="expects"):
-        dfd.frequency_split(torch.rand(3, 8, 8))
+        dfd_model.frequency_split(torch.rand(3, 8, 8))
 
 
 def test_truncated_l1_stops_pushing_past_theta():
@@ -101,12 +96,12 @@ def test_trained_model_scores_pseudo_anomalies_above_the_clean_patches_of_the_sa
     detector = Detector(DetectorConfig(**TINY), resnet=resnet, device="cpu")
     rng = np.random.default_rng(3)
     support = detector.load_images([part_image(rng) for _ in range(2)])[0]
-    model, scores = dfd.train(detector._frozen, support, detector.config.dfd_settings(), seed=0)
+    model, scores = dfd.train(detector.frozen, support, TINY_DFD, seed=0)
     assert len(scores) == 4  # calibration: ceil(4 / k) fresh views of each of the k = 2 images
     views = dfd._augmented(support, 4, torch.Generator().manual_seed(9))  # views training never saw
     bank = dfd.TextureBank(seed=5)
     pairs = [dfd.pseudo_anomaly(v, bank, np.random.default_rng(i)) for i, v in enumerate(views)]
-    low, high = dfd.path_features(detector._frozen, torch.stack([p[0] for p in pairs]), chunk=4)
+    low, high = dfd_model.path_features(detector.frozen, torch.stack([p[0] for p in pairs]), chunk=4)
     patch = model.scores(low, high)  # (N, R)
     grid = detector.config.feature_grid
     labels = dfd.grid_labels(torch.stack([p[1] for p in pairs]), (grid, grid))
@@ -115,7 +110,7 @@ def test_trained_model_scores_pseudo_anomalies_above_the_clean_patches_of_the_sa
 
 
 def test_the_loss_falls_when_the_model_is_trained_on_it():
-    s = DetectorConfig(**TINY).dfd_settings()
+    s = TINY_DFD
     g = torch.Generator().manual_seed(0)
     normal = torch.randn(4, 16, 32, generator=g)
     anomaly = normal.clone()
@@ -160,7 +155,7 @@ def test_save_and_load_round_trip_gives_identical_predictions(detector, fitted, 
     fitted.save(path)
     loaded = FittedSupport.load(path)
     assert loaded.config == fitted.config
-    assert set(loaded.dfd_state) == set(fitted.dfd_state)
+    assert set(loaded.state.tensors()) == set(fitted.state.tensors())
     queries = [part_image(np.random.default_rng(11), defect=True), part_image(np.random.default_rng(12))]
     before = detector.predict(fitted, queries)
     after = detector.predict(loaded, queries)
@@ -175,16 +170,22 @@ def test_patch_scores_without_images_is_a_clear_error(detector, fitted):
         detector.patch_scores(fitted, detector.features(batch))
 
 
-def test_a_support_set_of_another_method_has_no_dfd_model(resnet):
+def test_a_support_set_of_another_method_has_no_dfd_model(resnet, tmp_path):
     other = Detector(DetectorConfig(method="patchcore", image_size=64), resnet=resnet, device="cpu")
     fitted = other.fit([part_image(np.random.default_rng(0))])
-    assert fitted.dfd_state is None
-    with pytest.raises(ValueError, match="not DFD"):
-        fitted.dfd_model()
+    assert not isinstance(fitted.state, DFDState) and fitted.state.tensors() == {}
+    from detection.cli.dfd_maps import map_aurocs
+
+    from .test_evaluate import _write_dataset
+
+    _write_dataset(tmp_path)
+    with pytest.raises(ValueError, match="DFD's"):
+        map_aurocs(tmp_path, other, shots=1, seed=0)
 
 
 def test_fit_reports_progress_from_zero_to_one(resnet):
-    detector = Detector(DetectorConfig(**{**TINY, "dfd_max_steps": 5}), resnet=resnet, device="cpu")
+    fast = DetectorConfig(**TINY).with_method_config(replace(TINY_DFD, max_steps=5))
+    detector = Detector(fast, resnet=resnet, device="cpu")
     seen: list[tuple[float, str]] = []
     detector.fit([part_image(np.random.default_rng(0))], progress=lambda f, m: seen.append((f, m)))
     fractions = [f for f, _ in seen]
@@ -192,10 +193,10 @@ def test_fit_reports_progress_from_zero_to_one(resnet):
     assert any("training step" in m for _, m in seen)
 
 
-@pytest.mark.parametrize("field", ["dfd_max_steps", "dfd_heads", "dfd_batch"])
+@pytest.mark.parametrize("field", ["max_steps", "heads", "batch"])
 def test_bad_dfd_settings_are_refused(field):
     with pytest.raises(ValueError, match=field):
-        DetectorConfig(method="dfd", **{field: 0})
+        DFDConfig(**{field: 0})
 
 
 def test_training_window_is_a_square_of_the_grid_that_holds_the_pseudo_defect():
@@ -218,20 +219,20 @@ def test_the_four_maps_average_to_the_patch_scores(detector, fitted):
     batch, _ = detector.load_images(
         [part_image(np.random.default_rng(5), defect=True), part_image(np.random.default_rng(6))]
     )
-    maps = detector.dfd_maps(fitted, batch)
-    assert maps.shape == (2, len(dfd.MAP_NAMES), 64)
+    maps = dfd.four_maps(fitted.state, detector, batch)
+    assert maps.shape == (2, len(dfd_model.MAP_NAMES), 64)
     scores = detector.patch_scores(fitted, detector.features(batch), batch)
     torch.testing.assert_close(maps.mean(1).view(2, 8, 8), scores)
 
 
 def test_map_diagnostic_reports_every_map_and_the_paper_average(detector, tmp_path):
-    from detection.dfd_maps import COMBINATIONS, map_aurocs
+    from detection.cli.dfd_maps import COMBINATIONS, map_aurocs
 
     from .test_evaluate import _write_dataset
 
     _write_dataset(tmp_path)
     result = map_aurocs(tmp_path, detector, shots=2, seed=0)
-    assert set(result) == set(COMBINATIONS) and set(dfd.MAP_NAMES) <= set(result)
+    assert set(result) == set(COMBINATIONS) and set(dfd_model.MAP_NAMES) <= set(result)
     # the paper's average over the four maps is what the detector scores with: obvious defects are found
     assert result["all four (DFD)"]["image_auroc"] >= 90
     assert all(0 <= row["pixel_auroc"] <= 100 for row in result.values())

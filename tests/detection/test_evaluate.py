@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from detection import Detector, DetectorConfig
-from detection.evaluate import choose_support, evaluate, format_table, parse_overrides
+from detection.cli.common import apply_overrides, choose_support
+from detection.cli.evaluate import evaluate, format_table, main
 
 from .helpers import part_image, random_resnet
 
@@ -64,7 +65,7 @@ def test_support_choice_is_seeded_and_without_repeats():
 
 
 def test_side_by_side_table_has_a_row_per_dataset_method_and_shots():
-    from detection.compare import side_by_side
+    from detection.cli.compare import side_by_side
 
     def result(method, dataset, auroc):
         row = {"image_auroc": auroc, "pixel_auroc": None, "fit_s": 1.25, "query_ms": 80.4}
@@ -78,15 +79,28 @@ def test_side_by_side_table_has_a_row_per_dataset_method_and_shots():
     assert table[4].startswith("| cookies | DFD | 1 | 90.00 |")
 
 
-def test_set_overrides_are_typed_by_the_config_field_and_unknown_fields_are_refused():
-    assert parse_overrides(["dfd_window=32", "dfd_noise_std=0.2", "method=dfd"]) == {
-        "dfd_window": 32,
-        "dfd_noise_std": 0.2,
-        "method": "dfd",
-    }
+def test_set_overrides_are_typed_by_their_field_and_unknown_fields_are_refused():
+    config = apply_overrides(DetectorConfig(), ["dfd_window=32", "noise_std=0.2", "method=dfd", "seed=3"])
+    assert config.method == "dfd" and config.seed == 3
+    assert config.method_config.window == 32 and config.method_config.noise_std == 0.2
     with pytest.raises(SystemExit, match="not a int"):
-        parse_overrides(["dfd_window=wide"])
+        apply_overrides(DetectorConfig(), ["dfd_window=wide"])
     with pytest.raises(SystemExit, match="FIELD=VALUE"):
-        parse_overrides(["no_such_field=1"])
+        apply_overrides(DetectorConfig(), ["no_such_field=1"])
     with pytest.raises(SystemExit, match="FIELD=VALUE"):
-        parse_overrides(["dfd_window"])
+        apply_overrides(DetectorConfig(), ["dfd_window"])
+    with pytest.raises(SystemExit, match="FIELD=VALUE"):
+        apply_overrides(DetectorConfig(method="patchcore"), ["window=32"])  # not a PatchCore field
+
+
+def test_a_prefixed_field_sets_that_methods_config_whichever_method_runs():
+    config = apply_overrides(DetectorConfig(method="patchcore"), ["fastrecon_lambda=0.3", "bank_ratio=0.2"])
+    assert config.method_config.bank_ratio == 0.2
+    assert config.config_for("fastrecon").lam == 0.3 and config.config_for("fastrecon").bank_ratio == 0.1
+
+
+def test_method_choices_come_from_the_registry(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "{fastrecon,patchcore,patchcore_plus,dfd}" in out.replace("\n", "").replace(" ", "")

@@ -6,7 +6,7 @@ import torch
 
 from detection import Detector, DetectorConfig, FittedSupport
 from detection.patchcore import nearest_neighbours
-from detection.patchcore_plus import refine, sinkhorn
+from detection.patchcore_plus import PatchCorePlusConfig, refine, sinkhorn
 
 from .helpers import part_image, random_resnet
 
@@ -65,7 +65,8 @@ def test_refined_prototypes_are_convex_mixtures_and_anomalies_still_score_high()
 
 @pytest.fixture(scope="module")
 def detector():
-    cfg = DetectorConfig(method="patchcore_plus", image_size=64, batch_size=4, patchcore_plus_coreset_ratio=0.1)
+    pp = PatchCorePlusConfig(bank_ratio=0.1)
+    cfg = DetectorConfig(method="patchcore_plus", image_size=64, batch_size=4, method_configs=(pp,))
     return Detector(cfg, resnet=random_resnet(), device="cpu")
 
 

@@ -1,6 +1,6 @@
-"""Side-by-side table of `detection.evaluate` results (the README's), from their JSON files.
+"""Side-by-side table of `detection.cli.evaluate` results (the README's), from their JSON files.
 
-    python -m detection.compare out/eval_*.json
+    python -m detection.cli.compare out/eval_*.json
 """
 
 from __future__ import annotations
@@ -9,8 +9,10 @@ import argparse
 import json
 from pathlib import Path
 
-ORDER = ("patchcore", "fastrecon", "patchcore_plus", "dfd")
-LABELS = {"patchcore": "PatchCore", "fastrecon": "FastRecon", "patchcore_plus": "PatchCore+", "dfd": "DFD"}
+from detection import registry
+
+# The baseline first, then the registry's order; methods it does not know (old JSON files) last.
+ORDER = (registry.BASELINE, *(name for name in registry.names() if name != registry.BASELINE))
 
 
 def _num(value: float | None, fmt: str) -> str:
@@ -31,7 +33,7 @@ def side_by_side(results: list[dict]) -> str:
         for row in r["results"]:
             cells = [
                 r["dataset"],
-                LABELS.get(r["method"], r["method"]),
+                registry.label(r["method"]),
                 str(row["shots"]),
                 _num(row["image_auroc"], ".2f"),
                 _num(row["pixel_auroc"], ".2f"),
@@ -46,7 +48,7 @@ def side_by_side(results: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("files", type=Path, nargs="+", help="JSON files written by detection.evaluate --json")
+    parser.add_argument("files", type=Path, nargs="+", help="JSON files written by detection.cli.evaluate --json")
     args = parser.parse_args(argv)
     print(side_by_side([json.loads(f.read_text()) for f in args.files]))
     return 0

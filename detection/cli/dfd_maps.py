@@ -1,4 +1,4 @@
-"""Which of DFD's four maps carry the signal: `python -m detection.dfd_maps DATA --shots 1 [--seed 0]`.
+"""Which of DFD's four maps carry the signal: `python -m detection.cli.dfd_maps DATA --shots 1 [--seed 0]`.
 
 DFD averages four normalised maps (Gaussian and Perlin discriminator x low and high frequency path). This fits
 DFD once on the evaluator's support draw for (shots, seed) and prints image and pixel AUROC of each map alone,
@@ -10,26 +10,26 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from detection import dfd
+from detection.cli.common import add_set_argument, apply_overrides, choose_support, write_json
 from detection.config import DetectorConfig
 from detection.dataset import load_mask, test_samples, train_images
 from detection.detector import Detector
-from detection.evaluate import add_set_argument, choose_support, parse_overrides, write_json
+from detection.dfd_model import MAP_NAMES
 from detection.metrics import auroc
 from detection.postprocess import anomaly_maps
 from detection.weights import add_weights_argument
 
 CHUNK = 8
 
-# name -> indices into dfd.MAP_NAMES averaged
+# name -> indices into MAP_NAMES averaged
 COMBINATIONS = {
-    **{name: (i,) for i, name in enumerate(dfd.MAP_NAMES)},
+    **{name: (i,) for i, name in enumerate(MAP_NAMES)},
     "all four (DFD)": (0, 1, 2, 3),
     "gaussian": (0, 1),
     "perlin": (2, 3),
@@ -42,13 +42,15 @@ def map_aurocs(data: Path, detector: Detector, shots: int, seed: int) -> dict[st
     cfg = detector.config
     train = train_images(data)
     fitted = detector.fit([train[i] for i in choose_support(len(train), shots, seed)])
+    if not isinstance(fitted.state, dfd.DFDState):
+        raise ValueError(f"the detector runs {cfg.method}: the four maps are DFD's")
     samples = test_samples(data)
     labels = np.array([s.is_anomalous for s in samples])
     masks = np.stack([load_mask(s, cfg.image_size) for s in samples])
     maps = []
     for start in range(0, len(samples), CHUNK):
         batch, _ = detector.load_images([s.path for s in samples[start : start + CHUNK]])
-        maps.append(detector.dfd_maps(fitted, batch).cpu())
+        maps.append(dfd.four_maps(fitted.state, detector, batch).cpu())
     every = torch.cat(maps)  # (N, 4, R)
     grid = cfg.feature_grid
     out = {}
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = replace(DetectorConfig(method="dfd"), **parse_overrides(args.overrides))
+    config = apply_overrides(DetectorConfig(method="dfd"), args.overrides)
     result = map_aurocs(args.data, Detector(config, weights=args.weights), args.shots, args.seed)
     print(f"DFD maps on {args.data.name}, {args.shots} shots, seed {args.seed}")
     for name, row in result.items():

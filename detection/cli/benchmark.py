@@ -1,4 +1,4 @@
-"""Where the time goes, on this machine: `python -m detection.benchmark [--data DIR] [--size 256]`.
+"""Where the time goes, on this machine: `python -m detection.cli.benchmark [--data DIR] [--size 256]`.
 
 Prints backbone ms/image, fit seconds for 1/4/8 shots, per-query time split into decode, backbone,
 method scoring and map post-processing, and peak memory. Real images from DATA/train/good when given,
@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from detection.config import METHODS, DetectorConfig
+from detection.cli.common import add_method_argument, sync
+from detection.config import DetectorConfig
 from detection.dataset import train_images
 from detection.detector import Detector
-from detection.evaluate import sync
 from detection.images import ImageInput
 from detection.postprocess import anomaly_maps
 from detection.weights import add_weights_argument
@@ -63,16 +63,12 @@ def run(detector: Detector, images: list[ImageInput], shots: list[int], repeat: 
         support = images[len(images) - k :]
         fit_s = _time(lambda s=support: detector.fit(s), max(1, repeat // 2), detector.device)
         fitted = detector.fit(support)
-        fitted.projector() if cfg.method == "fastrecon" else None
         score = _time(lambda f=fitted: detector.patch_scores(f, feats), repeat, detector.device) / n
         patch = detector.patch_scores(fitted, feats)
         post = _time(lambda p=patch: anomaly_maps(p, cfg.image_size, cfg.gaussian_sigma), repeat, detector.device) / n
         total = _time(lambda f=fitted: detector.predict(f, queries), max(1, repeat // 2), detector.device) / n
-        extra = (
-            f", coreset c'={fitted.projector().basis.shape[1]}"
-            if cfg.method == "fastrecon"
-            else f", bank M={fitted.memory_bank.shape[0]}"
-        )
+        kept = fitted.state.summary()
+        extra = f", bank M={fitted.memory_bank.shape[0]}" + (f", {kept}" if kept else "")
         lines.append(
             f"{k} shots: fit {fit_s:6.2f} s{extra}; per query: scoring {score * 1e3:6.1f} ms "
             f"+ map {post * 1e3:5.1f} ms "
@@ -87,7 +83,7 @@ def run(detector: Detector, images: list[ImageInput], shots: list[int], repeat: 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, help="dataset in MVTec AD layout (uses train/good)")
-    parser.add_argument("--method", choices=METHODS, default="fastrecon")
+    add_method_argument(parser)
     parser.add_argument("--size", type=int, default=DetectorConfig.image_size)
     parser.add_argument("--shots", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--repeat", type=int, default=5)
