@@ -49,11 +49,11 @@ from classification.evaluate import (
 )
 from classification.prototype import PrototypeConfig
 from classification.residuals import ResidualSample
-from classification.synthetic import SyntheticDefectGenerator, TextureBank
 from detection.config import DetectorConfig
 from detection.dataset import train_images
 from detection.detector import Detector
 from detection.images import load_rgb
+from detection.synthetic import SyntheticDefectGenerator, TextureBank
 from detection.weights import add_weights_argument
 
 log = logging.getLogger(__name__)

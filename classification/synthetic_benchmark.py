@@ -43,12 +43,12 @@ import numpy as np
 from classification.evaluate import evaluate_prototype, format_table, start_run, write_json
 from classification.prototype import PrototypeConfig
 from classification.residuals import ResidualSample
-from classification.synthetic import IMAGE_SUFFIXES, SyntheticDefectGenerator, TextureBank
 from detection.config import METHODS as DETECTOR_METHODS
 from detection.config import DetectorConfig
 from detection.dataset import train_images
 from detection.detector import Detector, FittedSupport
 from detection.images import load_rgb
+from detection.synthetic import IMAGE_SUFFIXES, SyntheticDefectGenerator, TextureBank
 from detection.weights import add_weights_argument
 
 log = logging.getLogger(__name__)
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     add_weights_argument(parser)
     args = parser.parse_args(argv)
-    start_run(args.threads, quiet=("classification.synthetic",))
+    start_run(args.threads, quiet=("detection.synthetic",))
 
     if args.product is not None:
         bank = product_images(args.product, args.bank_size, args.bank_seed)

@@ -11,7 +11,6 @@ import torch
 from classification import synthetic_benchmark
 from classification.evaluate import evaluate_prototype
 from classification.prototype import PrototypeConfig
-from classification.synthetic import SyntheticDefectGenerator, TextureBank, foreground_mask
 from classification.synthetic_benchmark import (
     make_heldout_samples,
     procedural_product_images,
@@ -19,6 +18,7 @@ from classification.synthetic_benchmark import (
     split_classes,
 )
 from detection import Detector, DetectorConfig
+from detection.synthetic import SyntheticDefectGenerator, TextureBank, foreground_mask
 from tests.detection.helpers import random_resnet
 
 SIZE = 64
