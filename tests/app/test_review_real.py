@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from django.urls import reverse
 
-from classification.evaluate import episode_split, evaluate_prototype, residual_samples
+from classification.cli.evaluate import episode_split, evaluate_prototype, residual_samples
 from classification.prototype import PrototypeConfig
 from detection import Detector, DetectorConfig, dataset
 from inspector import ml

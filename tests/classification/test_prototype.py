@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from classification.evaluate import confusion_matrix, episode_split, macro_f1, query_folds
+from classification.cli.evaluate import confusion_matrix, episode_split, macro_f1, query_folds
 from classification.prototype import (
     PrototypeClassifier,
     PrototypeConfig,

@@ -1,6 +1,6 @@
 """Few-shot defect-type classification with the contrastive residual encoder (MVTec AD layout).
 
-    python -m classification.evaluate_contrastive DATA --shots 1 2 3 5 --seeds 5 --json OUT [--no-pretrain]
+    python -m classification.cli.evaluate_contrastive DATA --shots 1 2 3 5 --seeds 5 --json OUT [--no-pretrain]
         [--textures DIR]
 
 Same protocol as classification/evaluate.py (whose functions it reuses): the detector is fitted once on
@@ -34,9 +34,7 @@ import numpy as np
 import torch
 
 from classification.classifier import ContrastiveClassifier
-from classification.contrastive import FinetuneConfig, PretrainConfig, pretrain
-from classification.encoder import EncoderConfig, ResidualEncoder
-from classification.evaluate import (
+from classification.cli.evaluate import (
     confusion_matrix,
     episode_split,
     format_table,
@@ -47,6 +45,8 @@ from classification.evaluate import (
     start_run,
     write_json,
 )
+from classification.contrastive import FinetuneConfig, PretrainConfig, pretrain
+from classification.encoder import EncoderConfig, ResidualEncoder
 from classification.prototype import PrototypeConfig
 from classification.residuals import ResidualSample
 from detection.config import DetectorConfig

@@ -1,6 +1,6 @@
 """Few-shot defect-type classification on a dataset in MVTec AD layout.
 
-    python -m classification.evaluate DATA --shots 1 2 3 5 --seeds 5 --json OUT --method prototype
+    python -m classification.cli.evaluate DATA --shots 1 2 3 5 --seeds 5 --json OUT --method prototype
 
 Normal memory bank: the detector is fitted ONCE on `--bank-size` (8) train/good images drawn with
 `--bank-seed` (0). Residual samples of every defect test image are computed once against it and reused by

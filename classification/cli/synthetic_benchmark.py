@@ -1,6 +1,6 @@
 """Synthetic few-shot defect-type benchmark: held-out texture classes as defect types on a product's images.
 
-    python -m classification.synthetic_benchmark [--product DIR] [--textures DIR] --types 4 --per-type 12 \
+    python -m classification.cli.synthetic_benchmark [--product DIR] [--textures DIR] --types 4 --per-type 12 \
         --shots 1 2 3 5 --seeds 5 --json OUT
 
 For tests and quick iteration on the defect-type classifier where no labelled defects exist (or a fresh machine
@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from classification.evaluate import evaluate_prototype, format_table, start_run, write_json
+from classification.cli.evaluate import evaluate_prototype, format_table, start_run, write_json
 from classification.prototype import PrototypeConfig
 from classification.residuals import ResidualSample
 from detection.config import METHODS as DETECTOR_METHODS
