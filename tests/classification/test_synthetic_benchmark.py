@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from classification.cli import synthetic_benchmark
-from classification.cli.evaluate import evaluate_prototype
 from classification.cli.synthetic_benchmark import (
     make_heldout_samples,
     procedural_product_images,
     run_benchmark,
     split_classes,
 )
+from classification.episodes import evaluate_prototype
 from classification.prototype import PrototypeConfig
 from detection import Detector, DetectorConfig
 from detection.synthetic import SyntheticDefectGenerator, TextureBank, foreground_mask
