@@ -159,7 +159,7 @@ def synthetic_pool(
 ) -> tuple[list[ResidualSample], list[int], list[str]]:
     """Synthetic defective images -> residual samples against the product's memory bank, with pseudo-type labels.
 
-    generator: a classification.synthetic.SyntheticDefectGenerator; detector/fitted: detection.Detector and its
+    generator: a detection.synthetic.SyntheticDefectGenerator; detector/fitted: detection.Detector and its
     FittedSupport (duck-typed: classification does not import detection).
     """
     classes = generator.episode_classes(min(config.pool_classes, len(generator.classes)), rng)

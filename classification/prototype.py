@@ -68,7 +68,7 @@ class PrototypeConfig:
     # takes in the defect's whole extent and some surroundings, which carries its size (broken_large vs
     # broken_small differ mostly by size). The defaults below were chosen on mvtec_bottle with episode seeds
     # 100-119, disjoint from the evaluator's reported seeds 0-4 (same images: there is no second labelled set);
-    # sweep: `python -m classification.evaluate DATA --weight-temperature T --no-rectify --centre labelled`.
+    # sweep: `python -m classification.cli.evaluate DATA --weight-temperature T --no-rectify --centre labelled`.
     weight_temperature: float = 0.5
     top_fraction: float = 0.05  # for weighting="top"
     # Pool max(residual, 0) (see pooled_residual).

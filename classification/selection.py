@@ -4,8 +4,8 @@ The issue's rule: use whichever method the evaluation shows is better for the nu
 `MEASURED` is that evaluation's record: closed-set accuracy (percent, mean over 5 seeds) on mvtec_bottle, the
 only multi-type dataset we have, at 1/2/3/5 labelled examples per type, S = 256, FastRecon residuals:
 
-    python -m classification.evaluate ../shared/datasets/mvtec_bottle --shots 1 2 3 5 --seeds 5
-    python -m classification.evaluate_contrastive ../shared/datasets/mvtec_bottle --shots 1 2 3 5 --seeds 5 \
+    python -m classification.cli.evaluate ../shared/datasets/mvtec_bottle --shots 1 2 3 5 --seeds 5
+    python -m classification.cli.evaluate_contrastive ../shared/datasets/mvtec_bottle --shots 1 2 3 5 --seeds 5 \
         [--no-pretrain] [--textures ../shared/datasets/dtd_small/...]
 
 The contrastive rows are its best variant (no pre-training; synthetic pre-training measured lower, see the

@@ -4,7 +4,7 @@ The product's good images are the evaluator's normal bank (8 seeded train/good i
 inspected in one batch. The three types are created, 2 examples each are confirmed (the evaluator's seed-0 episode
 at 2 shots), a classifier is trained and must be promoted; then the remaining defect images are reviewed with their
 true types through the API, and the classifier's accuracy on them, as the stats API reports it, must be at least the
-evaluator's figure for the same episode (`classification.evaluate.evaluate_prototype`, run here on the same images
+evaluator's figure for the same episode (`classification.episodes.evaluate_prototype`, run here on the same images
 with the same detector: one episode's accuracy swings by +-8 points between seeds, so comparing one app episode with
 the evaluator's 5-seed mean would test the seed, not the app).
 """
@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from django.urls import reverse
 
-from classification.evaluate import episode_split, evaluate_prototype, residual_samples
+from classification.dataset import residual_samples
+from classification.episodes import episode_split, evaluate_prototype
 from classification.prototype import PrototypeConfig
 from detection import Detector, DetectorConfig, dataset
 from inspector import ml

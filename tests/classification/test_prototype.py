@@ -12,7 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from classification.evaluate import confusion_matrix, episode_split, macro_f1, query_folds
+from classification.episodes import episode_split, query_folds
+from classification.metrics import confusion_matrix, macro_f1
 from classification.prototype import (
     PrototypeClassifier,
     PrototypeConfig,

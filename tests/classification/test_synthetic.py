@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from classification.synthetic import (
+from detection.synthetic import (
     VARIANTS,
     SyntheticDefectGenerator,
     TextureBank,

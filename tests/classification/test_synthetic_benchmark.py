@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from classification import synthetic_benchmark
-from classification.evaluate import evaluate_prototype
-from classification.prototype import PrototypeConfig
-from classification.synthetic import SyntheticDefectGenerator, TextureBank, foreground_mask
-from classification.synthetic_benchmark import (
+from classification.cli import synthetic_benchmark
+from classification.cli.synthetic_benchmark import (
     make_heldout_samples,
     procedural_product_images,
     run_benchmark,
     split_classes,
 )
+from classification.episodes import evaluate_prototype
+from classification.prototype import PrototypeConfig
 from detection import Detector, DetectorConfig
+from detection.synthetic import SyntheticDefectGenerator, TextureBank, foreground_mask
 from tests.detection.helpers import random_resnet
 
 SIZE = 64

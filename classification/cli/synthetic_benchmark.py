@@ -1,6 +1,6 @@
 """Synthetic few-shot defect-type benchmark: held-out texture classes as defect types on a product's images.
 
-    python -m classification.synthetic_benchmark [--product DIR] [--textures DIR] --types 4 --per-type 12 \
+    python -m classification.cli.synthetic_benchmark [--product DIR] [--textures DIR] --types 4 --per-type 12 \
         --shots 1 2 3 5 --seeds 5 --json OUT
 
 For tests and quick iteration on the defect-type classifier where no labelled defects exist (or a fresh machine
@@ -16,7 +16,7 @@ has no data at all). Pipeline:
 4. `--per-type` synthetic defect images per held-out type, made on the bank's own images with the same
    generator pre-training uses (`SyntheticDefectGenerator`), then residual samples against the bank, exactly
    as for real flagged images (`make_heldout_samples`).
-5. `evaluate_prototype` runs every shots/seed episode; the table of classification/evaluate.py is printed.
+5. `evaluate_prototype` runs every shots/seed episode; the table of classification.cli.evaluate is printed.
 
 Caveat, by construction: each defect image is a bank image plus a defect, so outside the defect every patch
 has an exact copy in the memory bank and its residual is ~0. Real flagged images are not in the bank and
@@ -40,21 +40,22 @@ from pathlib import Path
 
 import numpy as np
 
-from classification.evaluate import evaluate_prototype, format_table, start_run, write_json
+from classification.cli.common import format_table, start_run, write_json
+from classification.dataset import residual_samples_of, seeded_choice
+from classification.episodes import evaluate_prototype
 from classification.prototype import PrototypeConfig
 from classification.residuals import ResidualSample
-from classification.synthetic import IMAGE_SUFFIXES, SyntheticDefectGenerator, TextureBank
 from detection.config import METHODS as DETECTOR_METHODS
 from detection.config import DetectorConfig
 from detection.dataset import train_images
 from detection.detector import Detector, FittedSupport
 from detection.images import load_rgb
+from detection.synthetic import IMAGE_SUFFIXES, SyntheticDefectGenerator, TextureBank
 from detection.weights import add_weights_argument
 
 log = logging.getLogger(__name__)
 
 METHOD = "prototype"
-PREDICT_CHUNK = 8  # synthetic images per detector.predict call: bounds features + residuals in flight
 PROCEDURAL_NAME = "procedural"
 
 
@@ -123,7 +124,7 @@ def texture_root(path: Path) -> Path:
 
 def product_images(product: Path, n: int, seed: int) -> list[np.ndarray]:
     """`n` good images of a product folder (MVTec layout: train/good; else the folder's own images), chosen with
-    np.random.default_rng(seed) as classification/evaluate.py chooses its bank, decoded to RGB arrays."""
+    np.random.default_rng(seed) as classification.dataset chooses the evaluators' bank, decoded to RGB arrays."""
     if (product / "train" / "good").is_dir():
         files = train_images(product)
     elif product.is_dir():
@@ -132,8 +133,7 @@ def product_images(product: Path, n: int, seed: int) -> list[np.ndarray]:
         raise FileNotFoundError(f"{product}: no such folder")
     if n > len(files):
         raise ValueError(f"{product}: a bank of {n} images requested but only {len(files)} found")
-    chosen = sorted(np.random.default_rng(seed).choice(len(files), n, replace=False).tolist())
-    return [load_rgb(files[i]) for i in chosen]
+    return [load_rgb(files[i]) for i in seeded_choice(len(files), n, seed)]
 
 
 def make_heldout_images(
@@ -148,17 +148,6 @@ def make_heldout_images(
         raise ValueError(f"make_heldout_images: types unknown to the generator: {unknown}")
     images = [generator.sample(name, rng)[0] for name in heldout for _ in range(per_type)]
     return images, [name for name in heldout for _ in range(per_type)]
-
-
-def residual_samples_of(
-    detector: Detector, fitted: FittedSupport, images: Sequence[np.ndarray], *, keep_features: bool = False
-) -> list[ResidualSample]:
-    """Residual samples of `images` against the fitted bank, as for real flagged images."""
-    samples: list[ResidualSample] = []
-    for start in range(0, len(images), PREDICT_CHUNK):
-        for pred in detector.predict(fitted, images[start : start + PREDICT_CHUNK], return_features=True):
-            samples.append(ResidualSample.from_prediction(pred, keep_features=keep_features))
-    return samples
 
 
 def make_heldout_samples(
@@ -256,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     add_weights_argument(parser)
     args = parser.parse_args(argv)
-    start_run(args.threads, quiet=("classification.synthetic",))
+    start_run(args.threads, quiet=("detection.synthetic",))
 
     if args.product is not None:
         bank = product_images(args.product, args.bank_size, args.bank_seed)
