@@ -269,7 +269,10 @@ CELERY_TASK_ROUTES = {
     "inspector.inspections.tasks.inspection_process_task": {"queue": INSPECTOR_DETECT_QUEUE},
 }
 CELERY_TASK_DEFAULT_QUEUE = "celery"
-# The reaper (inspector.inspections.tasks.work_reap_task, run by Celery beat every INSPECTOR_REAP_EVERY seconds)
+# Task modules outside the apps' tasks.py (which autodiscovery finds): the top-floor reaper.
+CELERY_IMPORTS = ["inspector.reaper"]
+# The reaper (inspector.reaper.work_reap_task, task name "inspector.inspections.tasks.work_reap_task", run by
+# Celery beat every INSPECTOR_REAP_EVERY seconds)
 # rescues work a lost worker left behind: running longer than INSPECTOR_LOST_AFTER (must exceed the hard time
 # limit: a running task is never reaped) goes back to the queue; queued longer than INSPECTOR_REQUEUE_AFTER is
 # sent again (a broker restart without persistence loses its messages; the claim makes duplicates harmless).
@@ -278,6 +281,9 @@ INSPECTOR_LOST_AFTER = env_int("INSPECTOR_LOST_AFTER", CELERY_TASK_TIME_LIMIT + 
 if INSPECTOR_LOST_AFTER <= CELERY_TASK_TIME_LIMIT:
     raise ImproperlyConfigured("INSPECTOR_LOST_AFTER must exceed CELERY_TASK_TIME_LIMIT")
 INSPECTOR_REQUEUE_AFTER = env_int("INSPECTOR_REQUEUE_AFTER", 1800, minimum=1)
+# What follows the detection of a flagged image, in the same task (dotted paths of functions called with
+# inspection_id=...): named here, not imported, because inspections sits below the apps that use its results.
+INSPECTOR_AFTER_FLAGGED = ["inspector.review.services.classify_new_inspection"]
 # Review loop: a new classifier version is trained after this many new confirmed labels of a product.
 INSPECTOR_RETRAIN_EVERY = env_int("INSPECTOR_RETRAIN_EVERY", 10, minimum=1)
 INSPECTOR_REVIEW_LEASE_SECONDS = env_int("INSPECTOR_REVIEW_LEASE_SECONDS", 120, minimum=5)

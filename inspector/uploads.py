@@ -1,10 +1,13 @@
-"""Validation of uploaded files before anything is stored or queued.
+"""Uploaded files: validation before anything is stored or queued, then storage of the accepted ones.
 
 Type by content, never by name; size and pixel-count limits (decompression bombs); a full decode so a
 truncated file is refused here and not in the worker; .zip archives expanded in memory with guards against
 path traversal, symlinks, nested archives, encrypted members, overlapping entries and zip bombs. Every refused
 file comes back with a reason. Only Pillow's decoders for the accepted formats ever see the bytes, and
 names are only labels (control characters and folders stripped): storage names are random (see stored_uploads).
+
+Ground floor: imports no app. `stored_uploads` is the entry point of the apps (support sets, batches);
+`iter_uploads` is the validation it streams through.
 """
 
 from __future__ import annotations
@@ -15,13 +18,19 @@ import lzma
 import stat
 import struct
 import unicodedata
+import uuid
 import warnings
 import zipfile
 import zlib
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from PIL import Image, UnidentifiedImageError
 
 # MPO: a JPEG with extra frames (many cameras and phones write it); its first frame is the photo.
@@ -30,6 +39,7 @@ ALLOWED_FORMATS = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "BMP": ".bmp", 
 OPEN_FORMATS = ["PNG", "JPEG", "BMP", "TIFF", "WEBP"]
 MAX_ZIP_RATIO = 200  # uncompressed / compressed per member: beyond this it is treated as a zip bomb
 MAX_NAME_CHARS = 255
+MAX_REJECTED_LISTED = 500  # past this, refused files are summarised in one line
 # Formats refused with their name rather than "not an image" (first bytes -> name); archives get their own reason.
 _OTHER_IMAGE_MAGIC = {b"GIF87a": "GIF", b"GIF89a": "GIF", b"%PDF": "PDF", b"\x00\x00\x01\x00": "ICO"}
 _ARCHIVE_MAGIC = {
@@ -111,19 +121,74 @@ def iter_uploads(files: Iterable[tuple[str, BinaryIO]], limits: Limits) -> Itera
             yield item
 
 
-def validate_uploads(
-    files: Iterable[tuple[str, BinaryIO]], limits: Limits
-) -> tuple[list[AcceptedImage], list[RejectedUpload]]:
-    """All of iter_uploads at once: accepted images and rejected files."""
-    accepted: list[AcceptedImage] = []
-    rejected: list[RejectedUpload] = []
-    for item in iter_uploads(files, limits):
-        (accepted if isinstance(item, AcceptedImage) else rejected).append(item)
-    return accepted, rejected
-
-
 class UploadTooLarge(ValueError):
     """The upload as a whole exceeds a limit; nothing of it is accepted."""
+
+
+# ------------------------------------------------------------------------------------------------- storage
+
+
+def upload_limits() -> Limits:
+    """The limits of one upload, from the settings."""
+    return Limits(
+        max_file_bytes=settings.INSPECTOR_MAX_FILE_BYTES,
+        max_pixels=settings.INSPECTOR_MAX_PIXELS,
+        max_files=settings.INSPECTOR_MAX_FILES_PER_UPLOAD,
+        max_zip_bytes=settings.INSPECTOR_MAX_ZIP_BYTES,
+    )
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    name: str  # storage name: random, never the uploaded name
+    original_name: str
+    checksum: str
+    width: int
+    height: int
+
+
+@dataclass
+class StoredUpload:
+    images: list[StoredImage]
+    rejected: list[RejectedUpload]
+    n_rejected: int  # may exceed len(rejected): only the first MAX_REJECTED_LISTED are kept
+
+    def rejected_for_display(self) -> list[RejectedUpload]:
+        extra = self.n_rejected - len(self.rejected)
+        more = [RejectedUpload("…", f"{extra} more files refused")] if extra > 0 else []
+        return self.rejected + more
+
+
+@contextmanager
+def stored_uploads(*, files: Iterable[tuple[str, BinaryIO]], prefix: str) -> Iterator[StoredUpload]:
+    """Validate the uploads one file at a time and write the accepted ones to storage, before any database
+    transaction is opened (a long upload must not hold a write lock). If the block that then creates the
+    rows fails, the files written here are deleted again: nothing is left half-stored."""
+    result = StoredUpload([], [], 0)
+    try:
+        for item in iter_uploads(files, upload_limits()):
+            if isinstance(item, AcceptedImage):
+                name = default_storage.save(f"{prefix}/{uuid.uuid4().hex}{item.extension}", ContentFile(item.data))
+                result.images.append(StoredImage(name, item.name, item.checksum, item.width, item.height))
+            else:
+                result.n_rejected += 1
+                if len(result.rejected) < MAX_REJECTED_LISTED:
+                    result.rejected.append(item)
+        yield result
+    except UploadTooLarge as exc:
+        _delete(result.images)
+        raise ValidationError(str(exc)) from None
+    except BaseException:
+        _delete(result.images)
+        raise
+
+
+def _delete(images: list[StoredImage]) -> None:
+    for image in images:
+        default_storage.delete(image.name)
+
+
+# ---------------------------------------------------------------------------------------------- validation
 
 
 def _is_zip(fh: BinaryIO) -> bool:

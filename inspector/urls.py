@@ -3,13 +3,12 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
-from inspector import apis
 from inspector.accounts import apis as account_apis
 from inspector.accounts import views as account_views
-from inspector.audit import apis as audit_apis
-from inspector.audit import views as audit_views
+from inspector.inspections import apis as inspection_apis
 from inspector.inspections import views as inspection_views
 from inspector.ops import views as ops_views
+from inspector.products import apis as product_apis
 from inspector.products import team_apis, team_views
 from inspector.products import views as product_views
 from inspector.review import apis as review_apis
@@ -32,8 +31,8 @@ urlpatterns = [
     path("media/<path:path>", inspection_views.media, name="media"),
     path("teams/", team_views.team_list, name="team-list"),
     path("teams/<int:team_id>/members/", team_views.team_members, name="team-members"),
-    path("teams/<int:team_id>/audit/", audit_views.audit_page, name="team-audit"),
-    path("teams/<int:team_id>/audit.csv", audit_views.audit_csv, name="team-audit-csv"),
+    path("teams/<int:team_id>/audit/", team_views.team_audit, name="team-audit"),
+    path("teams/<int:team_id>/audit.csv", team_views.team_audit_csv, name="team-audit-csv"),
     path("", include("inspector.review.urls")),
     path("", include("inspector.review.stats_urls")),
     path("healthz", ops_views.healthz, name="healthz"),
@@ -45,13 +44,21 @@ urlpatterns = [
     path(
         "api/teams/<int:team_id>/members/<int:user_id>/", team_apis.TeamMemberApi.as_view(), name="api-team-member"
     ),
-    path("api/teams/<int:team_id>/audit/", audit_apis.AuditApi.as_view(), name="api-team-audit"),
-    path("api/products/", apis.ProductListApi.as_view(), name="api-product-list"),
-    path("api/products/<int:product_id>/", apis.ProductDetailApi.as_view(), name="api-product-detail"),
-    path("api/products/<int:product_id>/support-images/", apis.SupportImagesApi.as_view(), name="api-support-images"),
-    path("api/products/<int:product_id>/detector/", apis.ProductDetectorApi.as_view(), name="api-product-detector"),
-    path("api/products/<int:product_id>/batches/", apis.BatchListApi.as_view(), name="api-batch-list"),
-    path("api/batches/<int:batch_id>/", apis.BatchDetailApi.as_view(), name="api-batch-detail"),
+    path("api/teams/<int:team_id>/audit/", team_apis.TeamAuditApi.as_view(), name="api-team-audit"),
+    path("api/products/", product_apis.ProductListApi.as_view(), name="api-product-list"),
+    path("api/products/<int:product_id>/", product_apis.ProductDetailApi.as_view(), name="api-product-detail"),
+    path(
+        "api/products/<int:product_id>/support-images/",
+        product_apis.SupportImagesApi.as_view(),
+        name="api-support-images",
+    ),
+    path(
+        "api/products/<int:product_id>/detector/",
+        product_apis.ProductDetectorApi.as_view(),
+        name="api-product-detector",
+    ),
+    path("api/products/<int:product_id>/batches/", inspection_apis.BatchListApi.as_view(), name="api-batch-list"),
+    path("api/batches/<int:batch_id>/", inspection_apis.BatchDetailApi.as_view(), name="api-batch-detail"),
     path("products/<int:product_id>/defect-types/", manage_views.defect_types, name="defect-types"),
     path("products/<int:product_id>/classifier/", manage_views.classifier, name="classifier"),
     path("products/<int:product_id>/classifier/live/", manage_views.classifier_live, name="classifier-live"),

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import enum
 import uuid
 
 from django.conf import settings
@@ -53,6 +54,9 @@ class Inspection(models.Model):
         GOOD = "good"
         REVIEW = "review"
         DEFECTIVE = "defective"
+        # The verdicts that put an image before a reviewer (and the classifier): REVIEW and DEFECTIVE. A nonmember,
+        # so not a choice of its own; plain strings, because the members do not exist yet inside the class body.
+        FLAGGED = enum.nonmember(("review", "defective"))
 
     batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="inspections")
     support_set = models.ForeignKey(SupportSet, on_delete=models.PROTECT, related_name="+")  # the judging version

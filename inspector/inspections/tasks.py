@@ -1,25 +1,13 @@
 from __future__ import annotations
 
-from celery import shared_task
-
 from inspector.inspections import services
+from inspector.jobs import job_task
 
 
-# Retries for trouble that is not the image's: the database or the broker away (never counted as an attempt), and
-# MemoryError (counted: the service fails the image after MAX_ATTEMPTS). The service releases its claim first;
-# a retry keeps the task id, so it may also take over a claim it could not release.
-@shared_task(
-    bind=True,
-    acks_late=True,
-    autoretry_for=(*services.TRANSIENT_ERRORS, MemoryError),
-    retry_backoff=2,
-    retry_backoff_max=60,
-    max_retries=12,
-)
+# The retry policy is the job lifecycle's (inspector/jobs.py): database or broker trouble (never counted as an
+# attempt) and out of memory (counted: the service fails the image after MAX_ATTEMPTS) are retried with backoff.
+# The service releases its claim first; a retry keeps the task id, so it may also take over a claim it could not
+# release.
+@job_task()
 def inspection_process_task(self, inspection_id: int) -> None:
     services.inspection_process(inspection_id=inspection_id, task_id=self.request.id or "")
-
-
-@shared_task(ignore_result=True)
-def work_reap_task() -> None:
-    services.work_reap()

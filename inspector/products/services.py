@@ -3,12 +3,10 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
 from typing import BinaryIO
 
-from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -21,82 +19,27 @@ from django.utils import timezone
 from inspector import ml
 from inspector.audit.models import Action
 from inspector.audit.services import audit_record
+from inspector.jobs import Claim, Job, enqueue_on_commit, job_run
 from inspector.products.models import Membership, Product, Role, SupportImage, SupportSet, Team
 from inspector.products.selectors import team_get_for_user, teams_with_role
-from inspector.uploads import AcceptedImage, Limits, RejectedUpload, UploadTooLarge, iter_uploads
+from inspector.uploads import RejectedUpload, stored_uploads
 
 log = logging.getLogger(__name__)
-MAX_REJECTED_LISTED = 500  # past this, refused files are summarised in one line
-
-
-def upload_limits() -> Limits:
-    return Limits(
-        max_file_bytes=settings.INSPECTOR_MAX_FILE_BYTES,
-        max_pixels=settings.INSPECTOR_MAX_PIXELS,
-        max_files=settings.INSPECTOR_MAX_FILES_PER_UPLOAD,
-        max_zip_bytes=settings.INSPECTOR_MAX_ZIP_BYTES,
-    )
-
-
-@dataclass(frozen=True)
-class StoredImage:
-    name: str  # storage name: random, never the uploaded name
-    original_name: str
-    checksum: str
-    width: int
-    height: int
-
-
-@dataclass
-class StoredUpload:
-    images: list[StoredImage]
-    rejected: list[RejectedUpload]
-    n_rejected: int  # may exceed len(rejected): only the first MAX_REJECTED_LISTED are kept
-
-    def rejected_for_display(self) -> list[RejectedUpload]:
-        extra = self.n_rejected - len(self.rejected)
-        more = [RejectedUpload("…", f"{extra} more files refused")] if extra > 0 else []
-        return self.rejected + more
-
-
-@contextmanager
-def stored_uploads(*, files: Iterable[tuple[str, BinaryIO]], prefix: str) -> Iterator[StoredUpload]:
-    """Validate the uploads one file at a time and write the accepted ones to storage, before any database
-    transaction is opened (a long upload must not hold a write lock). If the block that then creates the
-    rows fails, the files written here are deleted again: nothing is left half-stored."""
-    result = StoredUpload([], [], 0)
-    try:
-        for item in iter_uploads(files, upload_limits()):
-            if isinstance(item, AcceptedImage):
-                name = default_storage.save(f"{prefix}/{uuid.uuid4().hex}{item.extension}", ContentFile(item.data))
-                result.images.append(StoredImage(name, item.name, item.checksum, item.width, item.height))
-            else:
-                result.n_rejected += 1
-                if len(result.rejected) < MAX_REJECTED_LISTED:
-                    result.rejected.append(item)
-        yield result
-    except UploadTooLarge as exc:
-        _delete(result.images)
-        raise ValidationError(str(exc)) from None
-    except BaseException:
-        _delete(result.images)
-        raise
-
-
-def _delete(images: list[StoredImage]) -> None:
-    for image in images:
-        default_storage.delete(image.name)
-
-
-def enqueue_on_commit(task, ids: list[int]) -> None:
-    """Queue one task per id once the rows are committed. robust: a broker error is logged, not raised, so
-    the committed rows and files stay; the periodic reaper enqueues what is still queued."""
-
-    def send() -> None:
-        for i in ids:
-            task.delay(i)
-
-    transaction.on_commit(send, robust=True)
+# Fitting a support set: claimed pending -> fitting; a failure is shown on the product page, never a silent
+# "fitting". The time limit is the fit task's own (DFD trains for minutes).
+FIT_JOB = Job(
+    SupportSet,
+    name="support set fit",
+    queued=SupportSet.Status.PENDING,
+    running=SupportSet.Status.FITTING,
+    failed=SupportSet.Status.FAILED,
+    started_field="fit_started_at",
+    on_claim={"progress": 0.0, "progress_message": ""},
+    time_limit_reason=(
+        f"fitting took longer than INSPECTOR_FIT_TIME_LIMIT ({settings.INSPECTOR_FIT_TIME_LIMIT} s); "
+        "raise it or use fewer images"
+    ),
+)
 
 
 def team_for_user(*, user) -> Team:
@@ -330,52 +273,56 @@ def _progress_writer(support_set_id: int) -> Callable[[float, str], None]:
 
 def support_set_fit(*, support_set_id: int) -> None:
     """Fit the detector on a pending support set. Idempotent: only the caller that claims it does the work."""
-    claimed = SupportSet.objects.filter(pk=support_set_id, status=SupportSet.Status.PENDING).update(
-        status=SupportSet.Status.FITTING, fit_started_at=timezone.now(), progress=0.0, progress_message=""
+    job_run(FIT_JOB, pk=support_set_id, work=_fit)
+
+
+def _fit(claim: Claim) -> None:
+    support_set = SupportSet.objects.get(pk=claim.pk)
+    names = [img.image.name for img in support_set.images.order_by("position")]
+    result = ml.fit_support(names, support_set.method or None, progress=_progress_writer(claim.pk))
+    state_name = default_storage.save(
+        f"support-state/{support_set.product_id}/v{support_set.version}-{uuid.uuid4().hex}.pt",
+        ContentFile(result.state),
     )
-    if not claimed:
-        return
-    try:
-        support_set = SupportSet.objects.get(pk=support_set_id)
-        names = [img.image.name for img in support_set.images.order_by("position")]
-        result = ml.fit_support(names, support_set.method or None, progress=_progress_writer(support_set_id))
-        state_name = default_storage.save(
-            f"support-state/{support_set.product_id}/v{support_set.version}-{uuid.uuid4().hex}.pt",
-            ContentFile(result.state),
+    with transaction.atomic():
+        SupportSet.objects.filter(pk=claim.pk).update(
+            state_file=state_name,
+            thresholds=result.thresholds,
+            fit_seconds=result.seconds,
+            fitted_at=timezone.now(),
+            status=SupportSet.Status.READY,
+            progress=1.0,
+            progress_message="",
         )
-        with transaction.atomic():
-            SupportSet.objects.filter(pk=support_set_id).update(
-                state_file=state_name,
-                thresholds=result.thresholds,
-                fit_seconds=result.seconds,
-                fitted_at=timezone.now(),
-                status=SupportSet.Status.READY,
-                progress=1.0,
-                progress_message="",
-            )
-            # The fit calibrates the thresholds new batches are judged by: a quality-relevant change.
-            audit_record(
-                action=Action.THRESHOLDS_SET,
-                team=support_set.product.team_id,
-                actor=None,
-                obj=support_set,
-                details={"product": support_set.product_id, "version": support_set.version}
-                | {"thresholds": result.thresholds},
-            )
-    except OperationalError:
-        # Database trouble: release the claim so the retry (and the reaper) can take it again.
-        SupportSet.objects.filter(pk=support_set_id, status=SupportSet.Status.FITTING).update(
-            status=SupportSet.Status.PENDING
+        # The fit calibrates the thresholds new batches are judged by: a quality-relevant change.
+        audit_record(
+            action=Action.THRESHOLDS_SET,
+            team=support_set.product.team_id,
+            actor=None,
+            obj=support_set,
+            details={"product": support_set.product_id, "version": support_set.version}
+            | {"thresholds": result.thresholds},
         )
-        raise
-    except SoftTimeLimitExceeded:
-        limit = settings.INSPECTOR_FIT_TIME_LIMIT
-        SupportSet.objects.filter(pk=support_set_id, status=SupportSet.Status.FITTING).update(
-            status=SupportSet.Status.FAILED,
-            error=f"fitting took longer than INSPECTOR_FIT_TIME_LIMIT ({limit} s); raise it or use fewer images",
+
+
+def support_sets_reap(*, now: datetime) -> dict[str, int]:
+    """Called by the periodic reaper: a fit stuck in fitting (its worker lost) goes back to pending and is sent
+    again at once; a pending one whose message may be gone is sent again after INSPECTOR_REQUEUE_AFTER (the claim
+    ignores duplicates). A fit may run up to INSPECTOR_FIT_TIME_LIMIT: it is not lost before that."""
+    from inspector.products.tasks import support_set_fit_task
+
+    stale_fit = now - timedelta(seconds=settings.INSPECTOR_FIT_TIME_LIMIT + 120)
+    stale_queued = now - timedelta(seconds=settings.INSPECTOR_REQUEUE_AFTER)
+    lost_fits = list(
+        SupportSet.objects.filter(status=SupportSet.Status.FITTING, fit_started_at__lt=stale_fit).values_list(
+            "pk", flat=True
         )
-    except Exception as exc:  # any other failure is shown on the product page, never a silent "fitting"
-        log.exception("fitting support set %s failed", support_set_id)
-        SupportSet.objects.filter(pk=support_set_id, status=SupportSet.Status.FITTING).update(
-            status=SupportSet.Status.FAILED, error=f"{type(exc).__name__}: {exc}"[:2000]
-        )
+    )
+    SupportSet.objects.filter(pk__in=lost_fits, status=SupportSet.Status.FITTING).update(
+        status=SupportSet.Status.PENDING
+    )
+    waiting_fits = SupportSet.objects.filter(status=SupportSet.Status.PENDING, created_at__lt=stale_queued)
+    fits = sorted(set(lost_fits) | set(waiting_fits.values_list("pk", flat=True)))
+    for pk in fits:
+        support_set_fit_task.delay(pk)
+    return {"fits_resent": len(fits)}

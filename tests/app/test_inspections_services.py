@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from django.core.exceptions import ValidationError
 
 from inspector.inspections import services
 from inspector.inspections.models import Inspection
 from inspector.inspections.selectors import batch_progress
+from inspector.jobs import RetryLater
 from inspector.products import services as product_services
 
 from .factories import ProductFactory, png_bytes, upload
@@ -58,8 +61,11 @@ def test_inspection_is_claimed_once(owner, ready_product, monkeypatch):
     assert inspection.status == "done" and inspection.attempts == 1
 
 
-def test_processing_a_missing_inspection_returns_quietly(db):
-    services.inspection_process(inspection_id=424242)
+def test_processing_a_missing_inspection_returns_quietly(db, monkeypatch):
+    calls = []
+    monkeypatch.setattr(services.ml, "inspect", lambda *a, **k: calls.append(a))
+    assert services.inspection_process(inspection_id=424242, task_id="t") is None  # no exception: nothing to retry
+    assert calls == [] and not Inspection.objects.exists()  # the detector never ran, no row appeared
 
 
 def test_a_poison_image_fails_with_its_reason_and_the_batch_goes_on(owner, ready_product, monkeypatch):
@@ -144,6 +150,7 @@ def test_the_reaper_requeues_lost_work_fails_repeat_offenders_and_resends_old_qu
     from django.utils import timezone
 
     from inspector.inspections.tasks import inspection_process_task
+    from inspector.reaper import work_reap
 
     sent = []
     monkeypatch.setattr(inspection_process_task, "delay", sent.append)
@@ -155,13 +162,13 @@ def test_the_reaper_requeues_lost_work_fails_repeat_offenders_and_resends_old_qu
     Inspection.objects.filter(pk=lost.pk).update(status="running", started_at=long_ago, attempts=1)
     Inspection.objects.filter(pk=poison.pk).update(status="running", started_at=long_ago, attempts=3)
     Inspection.objects.filter(pk=waiting.pk).update(queued_at=long_ago)
-    counts = services.work_reap()  # the lost one was queued recently: it is sent again all the same
+    counts = work_reap()  # the lost one was queued recently: it is sent again all the same
     nothing_for_classifiers = {"classifiers_failed": 0, "classifiers_resent": 0, "fits_resent": 0}
     assert counts == {"failed": 1, "requeued": 1, "resent": 1} | nothing_for_classifiers
     poison.refresh_from_db()
     assert poison.status == "failed" and "lost 3 times" in poison.error
     assert sorted(sent) == sorted([lost.pk, waiting.pk])
-    again = services.work_reap()  # not sent again right away
+    again = work_reap()  # not sent again right away
     assert again == {"failed": 0, "requeued": 0, "resent": 0} | nothing_for_classifiers
 
 
@@ -229,7 +236,7 @@ def test_memory_errors_are_retried_a_bounded_number_of_times_then_fail_the_image
 
     monkeypatch.setattr(services.ml, "inspect", out_of_memory)
     for _ in range(services.MAX_ATTEMPTS - 1):
-        with pytest.raises(MemoryError):  # the task retries with backoff
+        with pytest.raises(RetryLater):  # the task retries with backoff
             services.inspection_process(inspection_id=inspection.pk, task_id="t")
         inspection.refresh_from_db()
         assert inspection.status == "queued"
@@ -282,6 +289,7 @@ def test_the_reaper_sends_a_fit_whose_worker_was_lost_again_at_once(owner, ready
 
     from django.utils import timezone
 
+    from inspector.products.services import support_sets_reap
     from inspector.products.tasks import support_set_fit_task
 
     sent = []
@@ -290,9 +298,39 @@ def test_the_reaper_sends_a_fit_whose_worker_was_lost_again_at_once(owner, ready
     # A fit may run up to INSPECTOR_FIT_TIME_LIMIT (DFD trains for minutes): not lost before that.
     running_at = timezone.now() - timedelta(seconds=settings.INSPECTOR_FIT_TIME_LIMIT - 60)
     ready_product.support_sets.update(status="fitting", fit_started_at=running_at)
-    assert services.work_reap()["fits_resent"] == 0 and sent == []
+    assert support_sets_reap(now=timezone.now()) == {"fits_resent": 0} and sent == []
     lost_at = timezone.now() - timedelta(seconds=settings.INSPECTOR_FIT_TIME_LIMIT + 121)
     ready_product.support_sets.update(status="fitting", fit_started_at=lost_at)  # created a moment ago
-    assert services.work_reap()["fits_resent"] == 1
+    assert support_sets_reap(now=timezone.now()) == {"fits_resent": 1}
     support_set.refresh_from_db()
     assert support_set.status == "pending" and sent == [support_set.pk]
+
+
+def test_the_flagged_verdicts_are_review_and_defective_and_not_a_choice_of_their_own():
+    assert Inspection.Verdict.FLAGGED == (Inspection.Verdict.REVIEW, Inspection.Verdict.DEFECTIVE)
+    assert Inspection.Verdict.values == ["good", "review", "defective"]
+
+
+def test_a_flagged_image_runs_the_steps_that_follow_detection_and_keeps_its_result_if_one_fails(
+    owner, ready_product, monkeypatch, settings
+):
+    real = services.ml.inspect
+    monkeypatch.setattr(services.ml, "inspect", lambda *a, **k: dataclasses.replace(real(*a, **k), verdict="defective"))
+    settings.INSPECTOR_AFTER_FLAGGED = [f"{__name__}._step_that_fails", f"{__name__}._step_that_records"]
+    _steps_run.clear()
+    (inspection,) = _queued(owner, ready_product)
+    services.inspection_process(inspection_id=inspection.pk, task_id="t")
+    inspection.refresh_from_db()
+    assert (inspection.status, inspection.verdict) == ("done", "defective")
+    assert _steps_run == [inspection.pk]  # the failing step stopped neither the next one nor the result
+
+
+_steps_run: list[int] = []
+
+
+def _step_that_fails(*, inspection_id: int) -> None:
+    raise RuntimeError("classifier payload missing")
+
+
+def _step_that_records(*, inspection_id: int) -> None:
+    _steps_run.append(inspection_id)

@@ -70,8 +70,11 @@ def test_fit_is_claimed_once(owner, team, django_capture_on_commit_callbacks, mo
     assert len(calls) == 1
 
 
-def test_fit_of_a_missing_support_set_returns_quietly(db):
-    services.support_set_fit(support_set_id=987654)
+def test_fit_of_a_missing_support_set_returns_quietly(db, monkeypatch):
+    calls = []
+    monkeypatch.setattr(services.ml, "fit_support", lambda *a, **k: calls.append(a))
+    assert services.support_set_fit(support_set_id=987654) is None  # no exception: nothing to retry
+    assert calls == [] and not SupportSet.objects.exists()  # nothing was fitted, no row appeared
 
 
 def test_a_failing_fit_is_visible_with_its_reason(owner, team, monkeypatch):
@@ -161,3 +164,23 @@ def test_a_dfd_fit_ends_ready_with_full_progress_and_a_fit_past_the_time_limit_f
         )
     slow.refresh_from_db()
     assert slow.status == "failed" and "INSPECTOR_FIT_TIME_LIMIT" in slow.error
+
+
+def test_a_broker_error_during_a_fit_releases_it_to_pending_for_the_retry(owner, team, monkeypatch):
+    from inspector.jobs import TRANSIENT_ERRORS
+
+    product = ProductFactory(team=team)
+    support_set, _ = services.support_set_create(product=product, user=owner, files=[upload("a.png", png_bytes(1))])
+
+    def broker_down(names, method, progress=None):
+        raise ConnectionError("broker unreachable")
+
+    monkeypatch.setattr(services.ml, "fit_support", broker_down)
+    with pytest.raises(TRANSIENT_ERRORS):  # the task retries it with backoff
+        services.support_set_fit(support_set_id=support_set.pk)
+    support_set.refresh_from_db()
+    assert (support_set.status, support_set.error) == (SupportSet.Status.PENDING, "")
+    monkeypatch.undo()
+    services.support_set_fit(support_set_id=support_set.pk)
+    support_set.refresh_from_db()
+    assert support_set.status == SupportSet.Status.READY

@@ -419,7 +419,7 @@ def test_the_reaper_fails_a_version_whose_worker_was_lost_and_resends_a_forgotte
 
     from django.utils import timezone
 
-    from inspector.inspections.services import work_reap
+    from inspector.reaper import work_reap
     from inspector.review import tasks
 
     lost = ClassifierVersion.objects.create(product=product, version=1, status="training")

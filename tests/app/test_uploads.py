@@ -8,7 +8,7 @@ import zipfile
 import pytest
 from PIL import Image
 
-from inspector.uploads import Limits, UploadTooLarge, validate_uploads
+from inspector.uploads import AcceptedImage, Limits, UploadTooLarge, iter_uploads
 
 from .factories import png_bytes
 
@@ -17,6 +17,14 @@ LIMITS = Limits(max_file_bytes=2**20, max_pixels=10_000, max_files=50, max_zip_b
 
 def _files(*pairs):
     return [(name, io.BytesIO(data)) for name, data in pairs]
+
+
+def validate_uploads(files, limits: Limits):
+    """The whole stream of iter_uploads (what stored_uploads stores): (accepted images, rejected files)."""
+    accepted, rejected = [], []
+    for item in iter_uploads(files, limits):
+        (accepted if isinstance(item, AcceptedImage) else rejected).append(item)
+    return accepted, rejected
 
 
 def _zip(entries: dict[str, bytes], symlink: str | None = None) -> bytes:
