@@ -37,6 +37,8 @@ INSTALLED_APPS = [
     "inspector.products",
     "inspector.inspections",
     "inspector.review",
+    "inspector.classifier",
+    "inspector.stats",
     "inspector.audit",
 ]
 

@@ -50,7 +50,7 @@ def csv_rows(events):
 @login_required
 @require_GET
 def audit_csv(request: HttpRequest, team_id: int) -> StreamingHttpResponse:
-    from inspector.review.stats_apis import csv_lines  # formula-injection-safe CSV writer
+    from inspector.exports import csv_lines  # formula-injection-safe CSV writer
 
     team = team_get_for_user(user=request.user, team_id=team_id, role=Role.LEAD)
     action = request.GET.get("action", "")
