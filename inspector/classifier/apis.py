@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from drf_spectacular.utils import extend_schema, inline_serializer
@@ -67,15 +69,25 @@ class ClassifierApi(APIView):
         return Response(classifier_out(product_get_for_user(user=request.user, product_id=product_id)))
 
 
+def _lead_action(
+    request: Request, product_id: int, action: Callable[[Product], None], *, status_code: int = 200
+) -> Response:
+    """Run `action(product)` as a lead of the product's team; the classifier's state afterwards, or a 400."""
+    product = product_get_for_user(user=request.user, product_id=product_id, role=Role.LEAD)
+    try:
+        action(product)
+    except ValidationError as exc:
+        raise api_error(exc) from None
+    return Response(classifier_out(product), status=status_code)
+
+
 class ClassifierTrainApi(APIView):
     @extend_schema(request=None, responses={202: ClassifierOut})
     def post(self, request: Request, product_id: int) -> Response:
-        product = product_get_for_user(user=request.user, product_id=product_id, role=Role.LEAD)
-        try:
+        def train(product: Product) -> None:
             services.classifier_train_request(product=product, user=request.user)
-        except ValidationError as exc:
-            raise api_error(exc) from None
-        return Response(classifier_out(product), status=status.HTTP_202_ACCEPTED)
+
+        return _lead_action(request, product_id, train, status_code=status.HTTP_202_ACCEPTED)
 
 
 def _version(product: Product, version: int) -> ClassifierVersion:
@@ -88,20 +100,16 @@ def _version(product: Product, version: int) -> ClassifierVersion:
 class ClassifierPromoteApi(APIView):
     @extend_schema(request=None, responses=ClassifierOut)
     def post(self, request: Request, product_id: int, version: int) -> Response:
-        product = product_get_for_user(user=request.user, product_id=product_id, role=Role.LEAD)
-        try:
+        def promote(product: Product) -> None:
             services.classifier_promote(version=_version(product, version), user=request.user)
-        except ValidationError as exc:
-            raise api_error(exc) from None
-        return Response(classifier_out(product))
+
+        return _lead_action(request, product_id, promote)
 
 
 class ClassifierRollbackApi(APIView):
     @extend_schema(request=None, responses=ClassifierOut)
     def post(self, request: Request, product_id: int) -> Response:
-        product = product_get_for_user(user=request.user, product_id=product_id, role=Role.LEAD)
-        try:
+        def rollback(product: Product) -> None:
             services.classifier_rollback(product=product, user=request.user)
-        except ValidationError as exc:
-            raise api_error(exc) from None
-        return Response(classifier_out(product))
+
+        return _lead_action(request, product_id, rollback)

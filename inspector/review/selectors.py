@@ -136,33 +136,6 @@ def before_q(inspection: Inspection) -> Q:
     return Q(priority__lt=p) | (Q(priority=p) & same)
 
 
-CANDIDATES = 50  # images offered for a lease in one step (other reviewers may take some first)
-
-
-def queue_candidates(
-    *,
-    product: Product,
-    filters: QueueFilters,
-    user,
-    current: Inspection | None = None,
-    backwards: bool = False,
-    wrap: bool = False,
-) -> list[int]:
-    """Ids of free images to show next, nearest first (at most CANDIDATES): those after `current` in queue order
-    (backwards: before it), then with `wrap` the rest from the queue's start; never `current` itself. Without
-    `current`: the queue from its start (backwards: its end)."""
-    free = queue_next(product=product, filters=filters, user=user)
-
-    def ids(qs) -> list[int]:
-        return list(qs.values_list("id", flat=True)[:CANDIDATES])
-
-    if current is None:
-        return ids(free.reverse() if backwards else free)
-    free = free.exclude(pk=current.pk)
-    near = ids(free.filter(before_q(current)).reverse() if backwards else free.filter(after_q(current)))
-    return near + [i for i in ids(free) if i not in near] if wrap else near
-
-
 def queue_position(*, product: Product, filters: QueueFilters, inspection: Inspection) -> tuple[int | None, int]:
     """(0-based index of the inspection in the queue or None, queue length): two COUNTs, nothing transferred."""
     qs = queue(product=product, filters=filters)

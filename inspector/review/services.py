@@ -13,7 +13,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from inspector.audit.models import Action
@@ -73,6 +73,9 @@ def lease_release(*, user, inspection_id: int) -> None:
     Inspection.objects.filter(pk=inspection_id, lease_by=user).update(lease_by=None, lease_until=None)
 
 
+CANDIDATES = 50  # images offered for a lease in one step (other reviewers may take some first)
+
+
 def review_next(
     *,
     product: Product,
@@ -82,13 +85,25 @@ def review_next(
     backwards: bool = False,
     wrap: bool = False,
 ) -> int | None:
-    """Lease the next free image of the queue to `user` and return its id (None: no free image). The next one is
-    the nearest after `current` in queue order (backwards: before it; with `wrap`, then from the queue's start);
-    without `current`, the queue's first (backwards: its last). The lease on `current` is left to the caller."""
-    ids = selectors.queue_candidates(
-        product=product, filters=filters, user=user, current=current, backwards=backwards, wrap=wrap
-    )
-    return lease_first(user=user, ids=ids)
+    """Lease the next free image of the queue to `user` and return its id (None: no free image). Offered, nearest
+    first (at most CANDIDATES): the free images after `current` in queue order (backwards: before it), then with
+    `wrap` the rest from the queue's start; never `current` itself. Without `current`: the queue from its start
+    (backwards: its end). The lease on `current` is left to the caller (release it, or keep it when none is free)."""
+    free = selectors.queue_next(product=product, filters=filters, user=user)
+
+    def ids(qs: QuerySet[Inspection]) -> list[int]:
+        return list(qs.values_list("id", flat=True)[:CANDIDATES])
+
+    if current is None:
+        candidates = ids(free.reverse() if backwards else free)
+    else:
+        free = free.exclude(pk=current.pk)
+        if backwards:
+            near = ids(free.filter(selectors.before_q(current)).reverse())
+        else:
+            near = ids(free.filter(selectors.after_q(current)))
+        candidates = near + [i for i in ids(free) if i not in near] if wrap else near
+    return lease_first(user=user, ids=candidates)
 
 
 # ----------------------------------------------------------------------------------- after a confirmed type
@@ -130,7 +145,8 @@ def review_decide(
     *, inspection_id: int, user, verdict: str, defect_type: DefectType | None = None, expected_version: int | None
 ) -> Inspection:
     """Record a reviewer's decision. expected_version: the review_version the reviewer saw (None: API callers
-    that accept overwriting). Raises StaleReview when the image changed since."""
+    that accept overwriting). Raises StaleReview when the image changed since. A decision that confirms a defect
+    type runs the TYPE_CONFIRMED_HOOKS after its commit (the classifier's "train when due")."""
     if verdict not in VERDICTS:
         raise ValidationError({"verdict": f"verdict must be one of {[str(v) for v in VERDICTS]}"})
     if verdict == Inspection.Verdict.GOOD:
