@@ -9,10 +9,6 @@ from typing import Any
 
 from detection import registry
 
-# The registry's names, for classification's evaluators (their --detector-method choices) until they read
-# detection.registry.names() themselves; not a list of its own.
-METHODS = registry.names()
-
 
 @dataclass(frozen=True)
 class DetectorConfig:

@@ -44,9 +44,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from classification.synthetic import TextureBank, defect_mask, foreground_mask, make_pseudo_defect
 from detection.dfd_model import DFDModel, FeatureFn, path_features
 from detection.method import Backbone, FitOutcome, Progress, Query, Support, check_fraction
+from detection.synthetic import TextureBank, defect_mask, foreground_mask, make_pseudo_defect
 
 log = logging.getLogger(__name__)
 

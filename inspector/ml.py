@@ -45,7 +45,6 @@ _detector: Detector | None = None
 _fitted: OrderedDict[int, FittedSupport] = OrderedDict()
 _classifiers: OrderedDict[int, PrototypeClassifier] = OrderedDict()
 FITTED_CACHE_SIZE = 16
-FLAGGED = ("review", "defective")
 
 
 def get_detector() -> Detector:

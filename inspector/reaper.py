@@ -11,9 +11,9 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
+from inspector.classifier.services import classifier_reap
 from inspector.inspections.services import inspections_reap
 from inspector.products.services import support_sets_reap
-from inspector.review.services import classifier_reap
 
 log = logging.getLogger(__name__)
 

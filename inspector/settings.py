@@ -37,6 +37,8 @@ INSTALLED_APPS = [
     "inspector.products",
     "inspector.inspections",
     "inspector.review",
+    "inspector.classifier",
+    "inspector.stats",
     "inspector.audit",
 ]
 
@@ -283,7 +285,7 @@ if INSPECTOR_LOST_AFTER <= CELERY_TASK_TIME_LIMIT:
 INSPECTOR_REQUEUE_AFTER = env_int("INSPECTOR_REQUEUE_AFTER", 1800, minimum=1)
 # What follows the detection of a flagged image, in the same task (dotted paths of functions called with
 # inspection_id=...): named here, not imported, because inspections sits below the apps that use its results.
-INSPECTOR_AFTER_FLAGGED = ["inspector.review.services.classify_new_inspection"]
+INSPECTOR_AFTER_FLAGGED = ["inspector.classifier.services.classify_new_inspection"]
 # Review loop: a new classifier version is trained after this many new confirmed labels of a product.
 INSPECTOR_RETRAIN_EVERY = env_int("INSPECTOR_RETRAIN_EVERY", 10, minimum=1)
 INSPECTOR_REVIEW_LEASE_SECONDS = env_int("INSPECTOR_REVIEW_LEASE_SECONDS", 120, minimum=5)

@@ -11,8 +11,6 @@ from inspector.ops import views as ops_views
 from inspector.products import apis as product_apis
 from inspector.products import team_apis, team_views
 from inspector.products import views as product_views
-from inspector.review import apis as review_apis
-from inspector.review import manage_views
 
 urlpatterns = [
     path("", product_views.product_list, name="product-list"),
@@ -34,7 +32,8 @@ urlpatterns = [
     path("teams/<int:team_id>/audit/", team_views.team_audit, name="team-audit"),
     path("teams/<int:team_id>/audit.csv", team_views.team_audit_csv, name="team-audit-csv"),
     path("", include("inspector.review.urls")),
-    path("", include("inspector.review.stats_urls")),
+    path("", include("inspector.classifier.urls")),
+    path("", include("inspector.stats.urls")),
     path("healthz", ops_views.healthz, name="healthz"),
     path("metrics", ops_views.metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
@@ -59,31 +58,9 @@ urlpatterns = [
     ),
     path("api/products/<int:product_id>/batches/", inspection_apis.BatchListApi.as_view(), name="api-batch-list"),
     path("api/batches/<int:batch_id>/", inspection_apis.BatchDetailApi.as_view(), name="api-batch-detail"),
-    path("products/<int:product_id>/defect-types/", manage_views.defect_types, name="defect-types"),
-    path("products/<int:product_id>/classifier/", manage_views.classifier, name="classifier"),
-    path("products/<int:product_id>/classifier/live/", manage_views.classifier_live, name="classifier-live"),
-    path(
-        "products/<int:product_id>/false-alarms-to-support/",
-        manage_views.false_alarms_to_support,
-        name="false-alarms-to-support",
-    ),
-    path("api/products/<int:product_id>/defect-types/", review_apis.DefectTypesApi.as_view(), name="api-defect-types"),
-    path("api/inspections/<int:inspection_id>/", review_apis.InspectionDetailApi.as_view(), name="api-inspection"),
-    path("api/inspections/<int:inspection_id>/review/", review_apis.ReviewApi.as_view(), name="api-review"),
-    path("api/products/<int:product_id>/classifier/", review_apis.ClassifierApi.as_view(), name="api-classifier"),
-    path(
-        "api/products/<int:product_id>/classifier/train/",
-        review_apis.ClassifierTrainApi.as_view(),
-        name="api-classifier-train",
-    ),
-    path(
-        "api/products/<int:product_id>/classifier/<int:version>/promote/",
-        review_apis.ClassifierPromoteApi.as_view(),
-        name="api-classifier-promote",
-    ),
-    path(
-        "api/products/<int:product_id>/classifier/rollback/",
-        review_apis.ClassifierRollbackApi.as_view(),
-        name="api-classifier-rollback",
-    ),
 ]
+
+handler400 = "inspector.api_errors.bad_request"
+handler403 = "inspector.api_errors.permission_denied"
+handler404 = "inspector.api_errors.not_found"
+handler500 = "inspector.api_errors.server_error"

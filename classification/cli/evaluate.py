@@ -25,7 +25,7 @@ from classification.dataset import residual_samples
 from classification.episodes import CENTRES, evaluate_prototype
 from classification.prototype import PrototypeConfig
 from classification.residuals import SOURCES, WEIGHTINGS
-from detection.config import METHODS as DETECTOR_METHODS
+from detection import registry
 from detection.config import DetectorConfig
 from detection.detector import Detector
 from detection.weights import add_weights_argument
@@ -37,7 +37,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Few-shot defect-type classification evaluation (MVTec AD layout).")
     add_dataset_arguments(parser)
     parser.add_argument("--method", choices=METHODS, default="prototype")
-    parser.add_argument("--detector-method", choices=DETECTOR_METHODS, default=DetectorConfig.method)
+    parser.add_argument("--detector-method", choices=registry.names(), default=DetectorConfig.method)
     defaults = PrototypeConfig()
     parser.add_argument("--source", choices=SOURCES, default=defaults.source, help="pool residuals or raw features")
     parser.add_argument("--weighting", choices=WEIGHTINGS, default=defaults.weighting)

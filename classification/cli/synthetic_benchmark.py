@@ -45,7 +45,7 @@ from classification.dataset import residual_samples_of, seeded_choice
 from classification.episodes import evaluate_prototype
 from classification.prototype import PrototypeConfig
 from classification.residuals import ResidualSample
-from detection.config import METHODS as DETECTOR_METHODS
+from detection import registry
 from detection.config import DetectorConfig
 from detection.dataset import train_images
 from detection.detector import Detector, FittedSupport
@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=DetectorConfig.image_size)
     parser.add_argument("--bank-size", type=int, default=8, help="good images in the normal memory bank")
     parser.add_argument("--bank-seed", type=int, default=0, help="bank choice, or the procedural product")
-    parser.add_argument("--detector-method", choices=DETECTOR_METHODS, default=DetectorConfig.method)
+    parser.add_argument("--detector-method", choices=registry.names(), default=DetectorConfig.method)
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     add_weights_argument(parser)

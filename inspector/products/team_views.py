@@ -108,7 +108,7 @@ def audit_csv_rows(events: QuerySet[AuditEvent]) -> Iterator[list]:
 @login_required
 @require_GET
 def team_audit_csv(request: HttpRequest, team_id: int) -> StreamingHttpResponse:
-    from inspector.review.stats_apis import csv_lines  # formula-injection-safe CSV writer
+    from inspector.exports import csv_lines  # formula-injection-safe CSV writer
 
     team = selectors.team_get_for_user(user=request.user, team_id=team_id, role=Role.LEAD)
     action = request.GET.get("action", "")

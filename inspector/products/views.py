@@ -7,6 +7,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from inspector import ml
 from inspector.htmx import render_polled
 from inspector.products import selectors, services
 from inspector.products.models import Role
@@ -51,7 +52,7 @@ def product_detail(request: HttpRequest, product_id: int) -> HttpResponse:
         "support_images": latest.images.all() if latest else [],
         "batches": product.batches.select_related("uploaded_by")[:20],
         "polling": latest is not None and latest.status in ("pending", "fitting"),
-        "detector_methods": DETECTOR_LABELS,
+        "detector_methods": ml.detector_labels(),
         # forms a role cannot use are not shown (the views refuse them anyway)
         "can_review": Role.at_least(product.user_role, Role.REVIEWER),
         "can_lead": Role.at_least(product.user_role, Role.LEAD),
@@ -81,14 +82,6 @@ def support_upload(request: HttpRequest, product_id: int) -> HttpResponse:
         for r in rejected:
             messages.warning(request, f"{r.name}: {r.reason}")
     return redirect("product-detail", product_id=product.pk)
-
-
-DETECTOR_LABELS = {
-    "fastrecon": "FastRecon (default: training-free regression onto the good patches)",
-    "patchcore": "PatchCore (nearest good patch)",
-    "patchcore_plus": "PatchCore+ (optimal-transport refinement; 1-12 s per image on a CPU, more with more images)",
-    "dfd": "DFD (trained frequency discriminators; the fit trains for minutes on a CPU)",
-}
 
 
 @login_required

@@ -1,13 +1,11 @@
-"""REST API of the review loop: defect types, inspection detail with history, review decisions, classifier."""
+"""REST API of the review loop: defect types, inspection detail with history, review decisions."""
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound
 from rest_framework.exceptions import ValidationError as ApiValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -15,13 +13,14 @@ from rest_framework.views import APIView
 
 from inspector.inspections.models import Inspection
 from inspector.inspections.selectors import inspection_get_for_user
-from inspector.products.models import DefectType, Product, Role
+from inspector.products.models import DefectType, Role
 from inspector.products.selectors import product_get_for_user
 from inspector.review import selectors, services
-from inspector.review.models import ClassifierVersion
+from inspector.review.defect_types import defect_type_create, defect_types_live
 
 
-def _api_error(exc: ValidationError) -> ApiValidationError:
+def api_error(exc: ValidationError) -> ApiValidationError:
+    """A service's ValidationError as the API's 400: per field when it names fields, else under "detail"."""
     return ApiValidationError(exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages})
 
 
@@ -41,7 +40,7 @@ class DefectTypesApi(APIView):
     @extend_schema(responses=DefectTypeSerializer(many=True))
     def get(self, request: Request, product_id: int) -> Response:
         product = product_get_for_user(user=request.user, product_id=product_id)
-        return Response([_type_out(t) for t in services.defect_types_live(product=product)])
+        return Response([_type_out(t) for t in defect_types_live(product=product)])
 
     @extend_schema(request=DefectTypeSerializer, responses={201: DefectTypeSerializer})
     def post(self, request: Request, product_id: int) -> Response:
@@ -49,9 +48,9 @@ class DefectTypesApi(APIView):
         data = DefectTypeSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         try:
-            created = services.defect_type_create(product=product, **data.validated_data)
+            created = defect_type_create(product=product, **data.validated_data)
         except ValidationError as exc:
-            raise _api_error(exc) from None
+            raise api_error(exc) from None
         return Response(_type_out(created), status=status.HTTP_201_CREATED)
 
 
@@ -202,94 +201,5 @@ class ReviewApi(APIView):
                 {"detail": str(exc), "version": exc.inspection.review_version}, status=status.HTTP_409_CONFLICT
             )
         except ValidationError as exc:
-            raise _api_error(exc) from None
+            raise api_error(exc) from None
         return Response(inspection_out(request, _inspection(request, decided.pk)))
-
-
-def version_out(v: ClassifierVersion) -> dict:
-    metrics = dict(v.metrics or {})
-    metrics.pop("label_ids", None)  # internal bookkeeping, can be long
-    return {
-        "version": v.version,
-        "status": v.status,
-        "progress": v.progress,
-        "active": v.is_active,
-        "decision": v.decision,
-        "decision_reason": v.decision_reason,
-        "method": v.method,
-        "method_reason": v.method_reason,
-        "trigger": v.trigger,
-        "created_at": v.created_at,
-        "trained_at": v.trained_at,
-        "train_seconds": v.train_seconds,
-        "metrics": metrics,
-        "error": v.error,
-    }
-
-
-ClassifierOut = inline_serializer(
-    "ClassifierOut",
-    {
-        "active": serializers.IntegerField(allow_null=True),
-        "confirmations_since_last_version": serializers.IntegerField(),
-        "retrain_every": serializers.IntegerField(),
-        "versions": serializers.ListField(child=serializers.DictField()),
-    },
-)
-
-
-def classifier_out(product: Product) -> dict:
-    versions = list(selectors.classifier_versions(product=product))
-    active = next((v.version for v in versions if v.is_active), None)
-    return {
-        "active": active,
-        "confirmations_since_last_version": services.confirmations_since_last_version(product_id=product.pk),
-        "retrain_every": settings.INSPECTOR_RETRAIN_EVERY,
-        "versions": [version_out(v) for v in versions],
-    }
-
-
-class ClassifierApi(APIView):
-    @extend_schema(responses=ClassifierOut)
-    def get(self, request: Request, product_id: int) -> Response:
-        return Response(classifier_out(product_get_for_user(user=request.user, product_id=product_id)))
-
-
-class ClassifierTrainApi(APIView):
-    @extend_schema(request=None, responses={202: ClassifierOut})
-    def post(self, request: Request, product_id: int) -> Response:
-        product = product_get_for_user(user=request.user, product_id=product_id, role=Role.LEAD)
-        try:
-            services.classifier_train_request(product=product, user=request.user)
-        except ValidationError as exc:
-            raise _api_error(exc) from None
-        return Response(classifier_out(product), status=status.HTTP_202_ACCEPTED)
-
-
-def _version(product: Product, version: int) -> ClassifierVersion:
-    found = product.classifier_versions.filter(version=version).first()
-    if found is None:
-        raise NotFound(f"no classifier version {version}")
-    return found
-
-
-class ClassifierPromoteApi(APIView):
-    @extend_schema(request=None, responses=ClassifierOut)
-    def post(self, request: Request, product_id: int, version: int) -> Response:
-        product = product_get_for_user(user=request.user, product_id=product_id, role=Role.LEAD)
-        try:
-            services.classifier_promote(version=_version(product, version), user=request.user)
-        except ValidationError as exc:
-            raise _api_error(exc) from None
-        return Response(classifier_out(product))
-
-
-class ClassifierRollbackApi(APIView):
-    @extend_schema(request=None, responses=ClassifierOut)
-    def post(self, request: Request, product_id: int) -> Response:
-        product = product_get_for_user(user=request.user, product_id=product_id, role=Role.LEAD)
-        try:
-            services.classifier_rollback(product=product, user=request.user)
-        except ValidationError as exc:
-            raise _api_error(exc) from None
-        return Response(classifier_out(product))

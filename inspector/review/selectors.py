@@ -1,18 +1,31 @@
-"""Read side of the review loop: the queue in the order a human adds most value, history, versions."""
+"""Read side of the review loop: the queue in the order a human adds most value, the image on screen, history."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db.models import Case, F, IntegerField, Q, QuerySet, Value, When
+from django.db.models import Case, F, IntegerField, Max, Q, QuerySet, Value, When
 from django.utils import timezone
 
-from inspector.inspections.models import Inspection
-from inspector.products.models import Product
-from inspector.review.models import ClassifierVersion, ReviewEvent
+from inspector.inspections.models import Batch, Inspection
+from inspector.products.models import DefectType, Product
+from inspector.review.models import ReviewEvent
 
 LOW_CONFIDENCE = 0.6  # below this the classifier's type is worth a human's look before the confident ones
-FLAGGED = (Inspection.Verdict.REVIEW, Inspection.Verdict.DEFECTIVE)
+# The machine's verdicts that send an image to a human. The one definition in the review wing (classifier and stats
+# import it from here); Inspection.Verdict is to carry it once the inspections app offers it.
+FLAGGED = Inspection.Verdict.FLAGGED
+RECENT_BATCHES = 50  # batches offered in the queue's filter
+ITEM_RELATED = (
+    "batch",
+    "support_set",
+    "predicted_type",
+    "confirmed_type",
+    "nearest_support",
+    "reviewed_by",
+    "classifier_version",
+    "lease_by",
+)
 
 
 @dataclass(frozen=True)
@@ -123,33 +136,6 @@ def before_q(inspection: Inspection) -> Q:
     return Q(priority__lt=p) | (Q(priority=p) & same)
 
 
-CANDIDATES = 50  # images offered for a lease in one step (other reviewers may take some first)
-
-
-def queue_candidates(
-    *,
-    product: Product,
-    filters: QueueFilters,
-    user,
-    current: Inspection | None = None,
-    backwards: bool = False,
-    wrap: bool = False,
-) -> list[int]:
-    """Ids of free images to show next, nearest first (at most CANDIDATES): those after `current` in queue order
-    (backwards: before it), then with `wrap` the rest from the queue's start; never `current` itself. Without
-    `current`: the queue from its start (backwards: its end)."""
-    free = queue_next(product=product, filters=filters, user=user)
-
-    def ids(qs) -> list[int]:
-        return list(qs.values_list("id", flat=True)[:CANDIDATES])
-
-    if current is None:
-        return ids(free.reverse() if backwards else free)
-    free = free.exclude(pk=current.pk)
-    near = ids(free.filter(before_q(current)).reverse() if backwards else free.filter(after_q(current)))
-    return near + [i for i in ids(free) if i not in near] if wrap else near
-
-
 def queue_position(*, product: Product, filters: QueueFilters, inspection: Inspection) -> tuple[int | None, int]:
     """(0-based index of the inspection in the queue or None, queue length): two COUNTs, nothing transferred."""
     qs = queue(product=product, filters=filters)
@@ -163,5 +149,40 @@ def history(*, inspection: Inspection) -> QuerySet[ReviewEvent]:
     return inspection.events.select_related("user").order_by("id")
 
 
-def classifier_versions(*, product: Product) -> QuerySet[ClassifierVersion]:
-    return product.classifier_versions.order_by("-version")
+def review_item(*, product: Product, inspection_id: int | None) -> Inspection | None:
+    """The image of this product with everything the review screen shows of it; None when there is no such image."""
+    if inspection_id is None:
+        return None
+    return Inspection.objects.select_related(*ITEM_RELATED).filter(pk=inspection_id, batch__product=product).first()
+
+
+def defect_type_of_product(*, product: Product, type_id: int | None) -> DefectType | None:
+    """A defect type of this product (merged ones included: the service says why they are refused)."""
+    return product.defect_types.filter(pk=type_id).first() if type_id else None
+
+
+def recent_batches(*, product: Product, limit: int = RECENT_BATCHES) -> QuerySet[Batch]:
+    return product.batches.order_by("-created_at")[:limit]
+
+
+def next_preload(*, product: Product, filters: QueueFilters, user, inspection: Inspection) -> list[str]:
+    """The stored files (image, heatmap) of the image that probably comes next, for the browser to preload."""
+    upcoming = (
+        queue_next(product=product, filters=filters, user=user)
+        .exclude(pk=inspection.pk)
+        .values_list("image", "heatmap")
+        .first()
+    )
+    return [name for name in (upcoming or ()) if name]
+
+
+def unreviewed_in_queue(*, product: Product, filters: QueueFilters) -> tuple[int, int]:
+    """(how many unreviewed images match the filters, the newest one's id or 0): what "all filtered" covers."""
+    unreviewed = queue(product=product, filters=filters).filter(reviewed_verdict="")
+    return unreviewed.count(), unreviewed.aggregate(m=Max("id"))["m"] or 0
+
+
+def unreviewed_items(*, product: Product, filters: QueueFilters, max_id: int, limit: int) -> list[tuple[int, int]]:
+    """(id, review_version) of up to `limit` unreviewed images matching the filters with id <= max_id."""
+    qs = queue(product=product, filters=filters).filter(reviewed_verdict="", id__lte=max_id)
+    return list(qs.values_list("id", "review_version")[:limit])

@@ -1,6 +1,7 @@
 """Review screens: one image at a time, keyboard first (htmx swaps the item), and a grid for bulk decisions.
 
-Thin doors over inspector.review.services and .selectors: parse, check access, call, render.
+Thin doors over inspector.review.services and .selectors: parse, check access, call, render. The review
+screen's "train now" button is the classifier's door (inspector.classifier.views.review_train).
 """
 
 from __future__ import annotations
@@ -11,32 +12,22 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db.models import Max
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET, require_POST
 
+from inspector.htmx import render_htmx
 from inspector.inspections.models import Inspection
 from inspector.products.models import DefectType, Product, Role
 from inspector.products.selectors import product_get_for_user
 from inspector.review import selectors, services
+from inspector.review.defect_types import defect_type_create, defect_types_live
 from inspector.review.selectors import QueueFilters
 
 GRID_PAGE_SIZE = 48
 BULK_MAX = 1000  # decisions per bulk request: each is a transaction with a history event
 MAX_STALE_MESSAGES = 20
-ITEM_RELATED = (
-    "batch",
-    "support_set",
-    "predicted_type",
-    "confirmed_type",
-    "nearest_support",
-    "reviewed_by",
-    "classifier_version",
-    "lease_by",
-)
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -52,7 +43,8 @@ def _int(value) -> int | None:
     return int(value) if str(value or "").isdigit() else None
 
 
-def _url(name: str, product: Product, query: dict[str, str]) -> str:
+def review_url(name: str, product: Product, query: dict[str, str]) -> str:
+    """The URL of a review screen ("review", "review-grid") of the product with the queue's filters."""
     return f"{reverse(name, args=[product.pk])}?{urlencode(query)}"
 
 
@@ -60,17 +52,16 @@ def _item_get(*, product: Product, inspection_id: int | None) -> Inspection:
     """An image of this product (the product's access was checked by the caller); 404 otherwise."""
     if inspection_id is None:
         raise Http404("no image given")
-    try:
-        return Inspection.objects.select_related(*ITEM_RELATED).get(pk=inspection_id, batch__product=product)
-    except Inspection.DoesNotExist:
-        raise Http404("no such image in this product") from None
+    inspection = selectors.review_item(product=product, inspection_id=inspection_id)
+    if inspection is None:
+        raise Http404("no such image in this product")
+    return inspection
 
 
 def _defect_type(*, product: Product, value) -> DefectType | None:
     if not value:
         return None
-    type_id = _int(value)
-    found = product.defect_types.filter(pk=type_id).first() if type_id else None
+    found = selectors.defect_type_of_product(product=product, type_id=_int(value))
     if found is None:
         raise ValidationError({"defect_type": "no such defect type in this product"})
     return found
@@ -96,14 +87,14 @@ def _context(
     pending_type: DefectType | None = None,
     held: Inspection | None = None,
 ) -> dict:
-    types = services.defect_types_live(product=product)
+    types = defect_types_live(product=product)
     context = {
         "product": product,
         "filters": filters,
         "filter_query": filters.as_query(),
         "query_string": urlencode(filters.as_query()),
         "types": types,
-        "batches": product.batches.order_by("-created_at")[:50],
+        "batches": selectors.recent_batches(product=product),
         "inspection": inspection,
         "notice": notice,
         "held": held,
@@ -115,12 +106,6 @@ def _context(
     index, total = selectors.queue_position(product=product, filters=filters, inspection=inspection)
     verdict, suggested = _suggestion(inspection)
     colours = {t.name: t for t in types}
-    upcoming = (
-        selectors.queue_next(product=product, filters=filters, user=user)
-        .exclude(pk=inspection.pk)
-        .values_list("image", "heatmap")
-        .first()
-    )
     context.update(
         position=None if index is None else index + 1,
         total=total,
@@ -129,17 +114,14 @@ def _context(
         ranking=[(name, sim, colours.get(name)) for name, sim in (inspection.predicted_ranking or [])],
         events=selectors.history(inspection=inspection),
         thresholds=inspection.support_set.thresholds or {},
-        preload=[name for name in (upcoming or ()) if name],
+        preload=selectors.next_preload(product=product, filters=filters, user=user, inspection=inspection),
     )
     return context
 
 
 def _render(request: HttpRequest, context: dict, *, status: int = 200) -> HttpResponse:
     """The whole review page, or for htmx the item partial only (one URL, two renderings)."""
-    template = "review/_item.html" if request.htmx else "review/review.html"
-    response = render(request, template, context, status=status)
-    patch_vary_headers(response, ["HX-Request"])
-    return response
+    return render_htmx(request, "review/review.html", "review/_item.html", context, status=status)
 
 
 def _refused(message: str, *, status: int) -> HttpResponse:
@@ -162,9 +144,7 @@ def review_screen(request: HttpRequest, product_id: int) -> HttpResponse:
         if services.lease_take(inspection=wanted, user=request.user):
             return _render(request, _context(product=product, filters=filters, user=request.user, inspection=wanted))
         held = wanted
-    pk = services.lease_first(
-        user=request.user, ids=selectors.queue_candidates(product=product, filters=filters, user=request.user)
-    )
+    pk = services.review_next(product=product, filters=filters, user=request.user)
     inspection = None if pk is None else _item_get(product=product, inspection_id=pk)
     return _render(
         request, _context(product=product, filters=filters, user=request.user, inspection=inspection, held=held)
@@ -190,11 +170,8 @@ def review_decide(request: HttpRequest, product_id: int) -> HttpResponse:
     except ValidationError as exc:
         return _refused(" ".join(exc.messages), status=400)
     if not request.htmx:
-        return redirect(_url("review", product, filters.as_query()))
-    candidates = selectors.queue_candidates(
-        product=product, filters=filters, user=request.user, current=inspection, wrap=True
-    )
-    pk = services.lease_first(user=request.user, ids=candidates)
+        return redirect(review_url("review", product, filters.as_query()))
+    pk = services.review_next(product=product, filters=filters, user=request.user, current=inspection, wrap=True)
     following = None if pk is None else _item_get(product=product, inspection_id=pk)
     return _render(request, _context(product=product, filters=filters, user=request.user, inspection=following))
 
@@ -214,7 +191,7 @@ def review_undo(request: HttpRequest, product_id: int) -> HttpResponse:
     if current is not None and current != undone.pk:
         services.lease_release(user=request.user, inspection_id=current)
     if not request.htmx:
-        return redirect(_url("review", product, {**filters.as_query(), "item": str(undone.pk)}))
+        return redirect(review_url("review", product, {**filters.as_query(), "item": str(undone.pk)}))
     inspection = _item_get(product=product, inspection_id=undone.pk)
     notice = f"Undone: {inspection.original_name} is back as it was before your decision."
     return _render(
@@ -230,11 +207,8 @@ def review_move(request: HttpRequest, product_id: int) -> HttpResponse:
     filters = _filters(request)
     current = _int(request.POST.get("item"))
     backwards = request.POST.get("direction") == "prev"
-    here = Inspection.objects.filter(pk=current, batch__product=product).first() if current is not None else None
-    candidates = selectors.queue_candidates(
-        product=product, filters=filters, user=request.user, current=here, backwards=backwards
-    )
-    pk = services.lease_first(user=request.user, ids=candidates)
+    here = selectors.review_item(product=product, inspection_id=current)
+    pk = services.review_next(product=product, filters=filters, user=request.user, current=here, backwards=backwards)
     notice = ""
     if pk is None:
         notice = "This is the first free image of the queue." if backwards else "This is the last free image."
@@ -246,7 +220,7 @@ def review_move(request: HttpRequest, product_id: int) -> HttpResponse:
     inspection = None if pk is None else _item_get(product=product, inspection_id=pk)
     if not request.htmx:
         query = filters.as_query() | ({"item": str(pk)} if pk else {})
-        return redirect(_url("review", product, query))
+        return redirect(review_url("review", product, query))
     return _render(
         request, _context(product=product, filters=filters, user=request.user, inspection=inspection, notice=notice)
     )
@@ -259,7 +233,7 @@ def review_type_create(request: HttpRequest, product_id: int) -> HttpResponse:
     product = product_get_for_user(user=request.user, product_id=product_id, role=Role.LEAD)
     filters = _filters(request)
     try:
-        defect_type = services.defect_type_create(product=product, name=request.POST.get("name", ""))
+        defect_type = defect_type_create(product=product, name=request.POST.get("name", ""))
     except ValidationError as exc:
         return _refused(" ".join(exc.messages), status=400)
     current = _int(request.POST.get("item"))
@@ -268,7 +242,7 @@ def review_type_create(request: HttpRequest, product_id: int) -> HttpResponse:
         inspection = _item_get(product=product, inspection_id=current)
         services.lease_take(inspection=inspection, user=request.user)
     if not request.htmx:
-        return redirect(_url("review", product, filters.as_query() | ({"item": str(current)} if current else {})))
+        return redirect(review_url("review", product, filters.as_query() | ({"item": str(current)} if current else {})))
     key = f" (key {defect_type.shortcut})" if defect_type.shortcut else " (no key left: 1-9 are taken)"
     return _render(
         request,
@@ -283,22 +257,6 @@ def review_type_create(request: HttpRequest, product_id: int) -> HttpResponse:
     )
 
 
-@login_required
-@require_POST
-def review_train(request: HttpRequest, product_id: int) -> HttpResponse:
-    product = product_get_for_user(user=request.user, product_id=product_id, role=Role.LEAD)
-    try:
-        version = services.classifier_train_request(product=product, user=request.user)
-    except ValidationError as exc:
-        text, ok = " ".join(exc.messages), False
-    else:
-        text, ok = f"Classifier v{version.version}: {version.status}.", True
-    if request.htmx:
-        return render(request, "review/_train_result.html", {"text": text, "ok": ok})
-    (messages.success if ok else messages.error)(request, text)
-    return redirect(_url("review", product, _filters(request).as_query()))
-
-
 # ----------------------------------------------------------------------------------------------------- grid
 
 
@@ -307,9 +265,9 @@ def review_train(request: HttpRequest, product_id: int) -> HttpResponse:
 def review_grid(request: HttpRequest, product_id: int) -> HttpResponse:
     product = product_get_for_user(user=request.user, product_id=product_id, role=Role.REVIEWER)
     filters = _filters(request)
-    qs = selectors.queue(product=product, filters=filters)
-    page = Paginator(qs, GRID_PAGE_SIZE).get_page(request.GET.get("page"))
-    unreviewed = qs.filter(reviewed_verdict="")
+    queue = selectors.queue(product=product, filters=filters)
+    page = Paginator(queue, GRID_PAGE_SIZE).get_page(request.GET.get("page"))
+    all_count, all_max_id = selectors.unreviewed_in_queue(product=product, filters=filters)
     return render(
         request,
         "review/grid.html",
@@ -318,13 +276,13 @@ def review_grid(request: HttpRequest, product_id: int) -> HttpResponse:
             "filters": filters,
             "filter_query": filters.as_query(),
             "query_string": urlencode(filters.as_query()),
-            "types": services.defect_types_live(product=product),
-            "batches": product.batches.order_by("-created_at")[:50],
+            "types": defect_types_live(product=product),
+            "batches": selectors.recent_batches(product=product),
             "page": page,
             # "All filtered" covers the unreviewed images that existed when the page was drawn (up to BULK_MAX):
             # the count and the newest id shown travel with the form and are checked again.
-            "all_count": unreviewed.count(),
-            "all_max_id": unreviewed.aggregate(m=Max("id"))["m"] or 0,
+            "all_count": all_count,
+            "all_max_id": all_max_id,
             "bulk_max": BULK_MAX,
         },
     )
@@ -344,8 +302,7 @@ def _bulk_items(request: HttpRequest, *, product: Product, filters: QueueFilters
             raise BulkRefused("reload the grid: the form is missing the count it showed")
         if expected > BULK_MAX:
             raise BulkRefused(f"{expected} images at once is more than {BULK_MAX}: narrow the filters (batch, lot)")
-        qs = selectors.queue(product=product, filters=filters).filter(reviewed_verdict="", id__lte=max_id)
-        items = list(qs.values_list("id", "review_version")[: BULK_MAX + 1])
+        items = selectors.unreviewed_items(product=product, filters=filters, max_id=max_id, limit=BULK_MAX + 1)
         if len(items) != expected:
             raise BulkRefused(
                 f"the filtered set changed since the grid was drawn ({expected} then, {len(items)} now): "
@@ -365,7 +322,7 @@ def _bulk_items(request: HttpRequest, *, product: Product, filters: QueueFilters
 def review_bulk(request: HttpRequest, product_id: int) -> HttpResponse:
     product = product_get_for_user(user=request.user, product_id=product_id, role=Role.REVIEWER)
     filters = _filters(request)
-    back = _url("review-grid", product, filters.as_query() | {"page": request.POST.get("page", "1")})
+    back = review_url("review-grid", product, filters.as_query() | {"page": request.POST.get("page", "1")})
     action = request.POST.get("action")
     try:
         defect_type = _defect_type(product=product, value=request.POST.get("defect_type")) if action == "type" else None

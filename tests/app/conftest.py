@@ -11,6 +11,7 @@ from inspector.celery import app as celery_app
 from inspector.inspections.models import Batch
 from inspector.products.models import SupportSet
 from inspector.review import services as review_services
+from inspector.review.defect_types import defect_type_create
 from tests.detection.helpers import random_resnet
 
 from . import review_data
@@ -77,7 +78,7 @@ def batch(product, owner):
 
 @pytest.fixture
 def types(product):
-    return {name: review_services.defect_type_create(product=product, name=name) for name in review_data.TYPES}
+    return {name: defect_type_create(product=product, name=name) for name in review_data.TYPES}
 
 
 @pytest.fixture

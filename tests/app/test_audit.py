@@ -12,6 +12,7 @@ from django.urls import reverse
 
 from inspector.audit.models import Action, AuditEvent, AuditLogIsAppendOnly
 from inspector.audit.services import audit_record
+from inspector.classifier import services as classifier_services
 from inspector.products import services as product_services
 from inspector.products.models import Role
 from inspector.review import services as review_services
@@ -103,14 +104,14 @@ def test_defect_type_create_update_and_merge_are_recorded_with_the_request_user(
 
 
 def test_classifier_training_promotion_and_rollback_are_recorded(owner, product, labelled):
-    review_services.classifier_train_request(product=product, user=owner)
+    classifier_services.classifier_train_request(product=product, user=owner)
     assert _events(Action.CLASSIFIER_TRAIN).get().details["trigger"] == "manual"
     ClassifierVersion.objects.all().delete()
     v1 = ClassifierVersion.objects.create(product=product, version=1, status="ready", payload="x1")
     v2 = ClassifierVersion.objects.create(product=product, version=2, status="ready", payload="x2")
-    review_services.classifier_promote(version=v1, user=owner)
-    review_services.classifier_promote(version=v2, user=owner)
-    review_services.classifier_rollback(product=product, user=owner)
+    classifier_services.classifier_promote(version=v1, user=owner)
+    classifier_services.classifier_promote(version=v2, user=owner)
+    classifier_services.classifier_rollback(product=product, user=owner)
     promotions = [e.details["version"] for e in _events(Action.CLASSIFIER_PROMOTE).order_by("id")]
     assert promotions == [1, 2]
     rollback = _events(Action.CLASSIFIER_ROLLBACK).get()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.db import connections
 from django.urls import reverse
 
-from inspector.review import services as review_services
+from inspector.review.defect_types import defect_type_create
 
 from .chromium import BROWSER_MARKS
 from .factories import ProductFactory, TeamFactory, UserFactory
@@ -26,7 +26,7 @@ def test_main_pages_run_under_the_policy_without_a_violation(page, live_server):
     user = UserFactory(username="qa", password="pw-for-tests-123")
     product = ProductFactory(team=TeamFactory(members=[user]), name="Bottle")
     batch = flagged_batch(user=user, product=product, n=2, capture=no_capture, lot="L-1")
-    review_services.defect_type_create(product=product, name="crack")
+    defect_type_create(product=product, name="crack")
     inspection = batch.inspections.first()
     # Under Playwright's event loop the ORM keeps a connection per context: close it, or it outlives the test.
     connections.close_all()

@@ -104,5 +104,5 @@ def test_classifier_page_trains_and_shows_the_evaluation(
     assert ClassifierVersion.objects.get(product=product).is_active
     page = client.get(url).content.decode()
     assert "v1 <b>(in use)</b>" in page and "100.0 %" in page and "Confusion matrix" in page
-    live = client.get(reverse("classifier-live", args=[product.pk]), HTTP_HX_REQUEST="true")
+    live = client.get(url, HTTP_HX_REQUEST="true")
     assert live.status_code == 286  # nothing training: htmx stops polling

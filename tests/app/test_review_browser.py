@@ -15,6 +15,7 @@ from django.urls import NoReverseMatch, reverse
 
 from inspector.inspections.models import Inspection
 from inspector.review import services as review_services
+from inspector.review.defect_types import defect_type_create
 
 from .chromium import BROWSER_MARKS
 from .factories import ProductFactory, TeamFactory, UserFactory
@@ -59,7 +60,7 @@ def test_review_a_batch_with_the_keyboard_then_bulk_assign_in_the_grid_then_expo
     product = ProductFactory(team=team, name="Bottle")
     batch = flagged_batch(user=user, product=product, n=6, capture=no_capture, lot="L-7")
     for name in ("scratch", "dent", "stain"):  # keys 1, 2, 3
-        review_services.defect_type_create(product=product, name=name)
+        defect_type_create(product=product, name=name)
     parts = list(batch.inspections.order_by("id"))  # all "review", no prediction: the queue is upload order
     connections.close_all()
     log_in(page, live_server, user)
@@ -167,7 +168,7 @@ def test_decisions_per_minute_with_the_keyboard(page, live_server):
     user = UserFactory(username="fast")
     product = ProductFactory(team=TeamFactory(members=[user]))
     batch = flagged_batch(user=user, product=product, n=1, capture=no_capture)
-    review_services.defect_type_create(product=product, name="scratch")
+    defect_type_create(product=product, name="scratch")
     source = batch.inspections.get()
     # 20 more flagged rows through the ORM, sharing the processed image's files (the detector is not timed here).
     Inspection.objects.bulk_create(

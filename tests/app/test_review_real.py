@@ -22,10 +22,10 @@ from classification.episodes import episode_split, evaluate_prototype
 from classification.prototype import PrototypeConfig
 from detection import Detector, DetectorConfig, dataset
 from inspector import ml
+from inspector.classifier import services
 from inspector.inspections import services as inspection_services
 from inspector.inspections.models import Inspection
 from inspector.products import services as product_services
-from inspector.review import services
 from inspector.review.models import ClassifierVersion
 
 from .factories import ProductFactory, upload

@@ -13,10 +13,14 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection
 
+from inspector import ml
+from inspector.classifier import services as classifier_services
+from inspector.classifier import tasks as classifier_tasks
+from inspector.classifier.training import classifier_train
 from inspector.inspections import services as inspection_services
 from inspector.inspections.models import Inspection
 from inspector.products import services as product_services
-from inspector.review import selectors, services
+from inspector.review import defect_types, selectors, services
 from inspector.review.models import ClassifierVersion, ReviewEvent
 
 from .factories import ProductFactory, UserFactory, png_bytes, upload
@@ -25,7 +29,7 @@ from .review_data import TYPES, flagged, fresh
 
 def train(product, owner, django_capture_on_commit_callbacks) -> ClassifierVersion:
     with django_capture_on_commit_callbacks(execute=True):
-        cv = services.classifier_train_request(product=product, user=owner)
+        cv = classifier_services.classifier_train_request(product=product, user=owner)
     cv = fresh(cv)
     return cv
 
@@ -34,16 +38,16 @@ def train(product, owner, django_capture_on_commit_callbacks) -> ClassifierVersi
 
 
 def test_defect_types_get_the_next_free_shortcut_and_refuse_duplicates(product):
-    a = services.defect_type_create(product=product, name="crack")
-    b = services.defect_type_create(product=product, name="scratch", shortcut="5")
-    c = services.defect_type_create(product=product, name="stain")
+    a = defect_types.defect_type_create(product=product, name="crack")
+    b = defect_types.defect_type_create(product=product, name="scratch", shortcut="5")
+    c = defect_types.defect_type_create(product=product, name="stain")
     assert (a.shortcut, b.shortcut, c.shortcut) == ("1", "5", "2")
     with pytest.raises(ValidationError, match="already"):
-        services.defect_type_create(product=product, name="crack")
+        defect_types.defect_type_create(product=product, name="crack")
     with pytest.raises(ValidationError, match="already"):
-        services.defect_type_create(product=product, name="dent", shortcut="5")
+        defect_types.defect_type_create(product=product, name="dent", shortcut="5")
     with pytest.raises(ValidationError, match="one digit"):
-        services.defect_type_create(product=product, name="dent", shortcut="g")
+        defect_types.defect_type_create(product=product, name="dent", shortcut="g")
 
 
 def test_rename_keeps_the_old_name_in_history_and_merge_moves_images_with_an_event(batch, types, owner):
@@ -51,15 +55,15 @@ def test_rename_keeps_the_old_name_in_history_and_merge_moves_images_with_an_eve
     services.review_decide(
         inspection_id=i.pk, user=owner, verdict="defective", defect_type=types["crack"], expected_version=0
     )
-    services.defect_type_update(defect_type=types["crack"], name="hairline crack")
-    services.defect_type_merge(source=types["crack"], target=types["scratch"], user=owner)
+    defect_types.defect_type_update(defect_type=types["crack"], name="hairline crack")
+    defect_types.defect_type_merge(source=types["crack"], target=types["scratch"], user=owner)
     i = fresh(i)
     assert i.confirmed_type == types["scratch"] and i.review_version == 2
     events = list(selectors.history(inspection=i).values_list("kind", "old_type", "new_type"))
     assert events == [("review", "", "crack"), ("merge", "hairline crack", "scratch")]
     types["crack"].refresh_from_db()
     assert types["crack"].merged_into == types["scratch"]
-    assert [t.name for t in services.defect_types_live(product=batch.product)] == ["scratch", "stain"]
+    assert [t.name for t in defect_types.defect_types_live(product=batch.product)] == ["scratch", "stain"]
     with pytest.raises(ValidationError, match="merged"):
         services.review_decide(
             inspection_id=i.pk, user=owner, verdict="defective", defect_type=types["crack"], expected_version=2
@@ -111,7 +115,7 @@ def test_bad_decisions_are_refused(batch, types, owner, team):
     i = flagged(batch, 0, seed=1)
     with pytest.raises(ValidationError, match="verdict"):
         services.review_decide(inspection_id=i.pk, user=owner, verdict="maybe", expected_version=0)
-    foreign = services.defect_type_create(product=ProductFactory(team=team), name="elsewhere")
+    foreign = defect_types.defect_type_create(product=ProductFactory(team=team), name="elsewhere")
     with pytest.raises(ValidationError, match="another product"):
         services.review_decide(
             inspection_id=i.pk, user=owner, verdict="defective", defect_type=foreign, expected_version=0
@@ -283,11 +287,11 @@ def test_a_worse_version_is_held_for_a_lead_and_one_click_rolls_back(
         first = fresh(first)
         assert first.is_active
         with django_capture_on_commit_callbacks(execute=True):
-            services.classifier_promote(version=second, user=owner)
+            classifier_services.classifier_promote(version=second, user=owner)
         second = fresh(second)
         assert second.is_active
     with django_capture_on_commit_callbacks(execute=True):
-        back = services.classifier_rollback(product=product, user=owner)
+        back = classifier_services.classifier_rollback(product=product, user=owner)
     assert back.pk == first.pk
     first = fresh(first)
     second = fresh(second)
@@ -316,7 +320,7 @@ def test_training_starts_by_itself_after_n_new_confirmations(
 
 def test_training_without_any_confirmed_type_is_refused(product, owner):
     with pytest.raises(ValidationError, match="no confirmed defect types"):
-        services.classifier_train_request(product=product, user=owner)
+        classifier_services.classifier_train_request(product=product, user=owner)
 
 
 def test_a_failed_training_is_shown_as_failed_with_the_reason(
@@ -325,7 +329,7 @@ def test_a_failed_training_is_shown_as_failed_with_the_reason(
     def boom(*a, **k):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(services.ml, "train_classifier", boom)
+    monkeypatch.setattr(ml, "train_classifier", boom)
     cv = train(product, owner, django_capture_on_commit_callbacks)
     assert cv.status == "failed" and "out of memory" in cv.error and not cv.is_active
 
@@ -351,7 +355,7 @@ def test_pipeline_stores_an_embedding_for_flagged_images_and_classifies_them(
     assert all(i.embedding is not None for i in done)  # also good ones: a reviewer may mark a missed defect
     flagged_rows = [i for i in done if i.verdict in ("review", "defective")]
     assert flagged_rows, [i.verdict for i in done]
-    crack = services.defect_type_create(product=product, name="crack")
+    crack = defect_types.defect_type_create(product=product, name="crack")
     services.review_decide(
         inspection_id=flagged_rows[0].pk, user=owner, verdict="defective", defect_type=crack, expected_version=0
     )
@@ -401,8 +405,8 @@ def test_undo_after_a_rename_or_a_merge_restores_the_type_itself(batch, types, o
         services.review_decide(
             inspection_id=i.pk, user=owner, verdict="defective", defect_type=types[second], expected_version=1
         )
-    services.defect_type_update(defect_type=types["crack"], name="fissure")
-    services.defect_type_merge(source=types["stain"], target=types["crack"], user=owner)  # stain -> fissure
+    defect_types.defect_type_update(defect_type=types["crack"], name="fissure")
+    defect_types.defect_type_merge(source=types["stain"], target=types["crack"], user=owner)  # stain -> fissure
     undone = services.review_undo(user=owner, product=batch.product)
     assert undone.pk == merged.pk and undone.confirmed_type == types["crack"]
     undone = services.review_undo(user=owner, product=batch.product)  # merged's first decision: back to nothing
@@ -420,20 +424,19 @@ def test_the_reaper_fails_a_version_whose_worker_was_lost_and_resends_a_forgotte
     from django.utils import timezone
 
     from inspector.reaper import work_reap
-    from inspector.review import tasks
 
     lost = ClassifierVersion.objects.create(product=product, version=1, status="training")
     ClassifierVersion.objects.filter(pk=lost.pk).update(started_at=timezone.now() - timedelta(hours=2))
     forgotten = ClassifierVersion.objects.create(product=product, version=2)
     ClassifierVersion.objects.filter(pk=forgotten.pk).update(created_at=timezone.now() - timedelta(hours=2))
     sent = []
-    monkeypatch.setattr(tasks.classifier_train_task, "delay", sent.append)
+    monkeypatch.setattr(classifier_tasks.classifier_train_task, "delay", sent.append)
     counts = work_reap()
     assert (counts["classifiers_failed"], counts["classifiers_resent"]) == (1, 1) and sent == [forgotten.pk]
     lost = fresh(lost)
     assert lost.status == "failed" and "worker was lost" in lost.error
     # The product is not blocked: the forgotten version trains when its message arrives.
-    services.classifier_train(version_id=forgotten.pk)
+    classifier_train(version_id=forgotten.pk)
     assert fresh(forgotten).is_active
 
 
@@ -441,11 +444,11 @@ def test_a_rename_after_training_keeps_the_predictions_on_the_same_type(
     batch, product, owner, types, labelled, django_capture_on_commit_callbacks
 ):
     train(product, owner, django_capture_on_commit_callbacks)
-    services.defect_type_update(defect_type=types["scratch"], name="scuff")
-    services.defect_type_create(product=product, name="scratch")  # a new type reusing the old name
+    defect_types.defect_type_update(defect_type=types["scratch"], name="scuff")
+    defect_types.defect_type_create(product=product, name="scratch")  # a new type reusing the old name
     cv = ClassifierVersion.objects.get(product=product)
     query = flagged(batch, 1, seed=4242)  # near the old scratch direction
-    services.classify_inspections(version=cv, inspections=[query])
+    classifier_services.classify_inspections(version=cv, inspections=[query])
     query = fresh(query)
     assert query.predicted_type == types["scratch"] and query.predicted_type.name == "scuff"
     assert query.predicted_ranking[0][0] == "scuff"
@@ -457,13 +460,13 @@ def test_a_lead_decision_made_while_a_version_trains_is_not_overridden(
     first = train(product, owner, django_capture_on_commit_callbacks)
     second = train(product, owner, django_capture_on_commit_callbacks)
     assert fresh(second).is_active
-    real = services.ml.train_classifier
+    real = ml.train_classifier
 
     def train_while_a_lead_rolls_back(*args, **kwargs):
-        services.classifier_rollback(product=product, user=owner)  # v2 -> v1 meanwhile
+        classifier_services.classifier_rollback(product=product, user=owner)  # v2 -> v1 meanwhile
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(services.ml, "train_classifier", train_while_a_lead_rolls_back)
+    monkeypatch.setattr(ml, "train_classifier", train_while_a_lead_rolls_back)
     third = train(product, owner, django_capture_on_commit_callbacks)
     assert third.status == "ready" and not third.is_active and third.decision == "held"
     assert "changed while this one trained" in third.decision_reason

@@ -8,6 +8,7 @@ from inspector.inspections.models import Batch, Inspection
 from inspector.products import services as product_services
 from inspector.products.models import DefectType
 from inspector.review import services as review_services
+from inspector.review.defect_types import defect_type_create
 from inspector.review.models import ReviewEvent
 
 from .factories import ProductFactory, UserFactory, png_bytes, upload
@@ -50,7 +51,7 @@ def product(batch):
 
 @pytest.fixture
 def scratch(product):
-    return review_services.defect_type_create(product=product, name="scratch")
+    return defect_type_create(product=product, name="scratch")
 
 
 @pytest.fixture

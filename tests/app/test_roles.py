@@ -63,7 +63,6 @@ MATRIX: dict[str, dict[str, str]] = {
     "defect-types": {"get": OP, "post": LE},
     "api-defect-types": {"get": OP, "post": LE},
     "classifier": {"get": OP, "post": LE},
-    "classifier-live": {"get": OP},
     "api-classifier": {"get": OP},
     "api-classifier-train": {"post": LE},
     "api-classifier-promote": {"post": LE},

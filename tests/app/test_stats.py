@@ -12,9 +12,13 @@ from rest_framework.test import APIClient
 
 from inspector.inspections.models import Batch, Inspection
 from inspector.products.models import DefectType, SupportSet
-from inspector.review import charts, stats
 from inspector.review.models import ClassifierVersion, ReviewEvent
 from inspector.review.services import review_decide, review_undo
+from inspector.stats import charts
+from inspector.stats.exports import IMAGE_COLUMNS, SUMMARY_COLUMNS
+from inspector.stats.figures import RULES, product_stats
+from inspector.stats.filters import StatsFilters, filters_from_query, today
+from inspector.stats.rows import ProductStats
 
 from .factories import ProductFactory, UserFactory
 
@@ -58,12 +62,12 @@ def make_image(batch: Batch, name: str, verdict: str, **fields) -> Inspection:
     )
 
 
-def types_of(data: stats.ProductStats) -> dict[str, int]:
+def types_of(data: ProductStats) -> dict[str, int]:
     return {t.name: t.count for t in data.types}
 
 
-def all_dates() -> stats.StatsFilters:
-    return stats.StatsFilters(date_from=date(2025, 1, 1), date_to=date(2025, 12, 31))
+def all_dates() -> StatsFilters:
+    return StatsFilters(date_from=date(2025, 1, 1), date_to=date(2025, 12, 31))
 
 
 @pytest.fixture
@@ -129,7 +133,7 @@ def scene(product, support, owner):
 
 
 def test_counts_per_type_follow_the_type_rule(scene):
-    data = stats.product_stats(product=scene["product"], filters=all_dates())
+    data = product_stats(product=scene["product"], filters=all_dates())
     assert data.inspected == 8  # the failed image is out
     assert data.defects == 6  # good and the false alarm are not defects
     assert types_of(data) == {"unknown type": 2, "dent": 2, "scratch": 2}
@@ -141,8 +145,8 @@ def test_counts_per_type_follow_the_type_rule(scene):
 
 
 def test_counts_per_day_and_per_week_bucket(scene):
-    f = stats.StatsFilters(date_from=date(2025, 3, 3), date_to=date(2025, 3, 11), bucket="day")
-    days = {b.start: b for b in stats.product_stats(product=scene["product"], filters=f).buckets}
+    f = StatsFilters(date_from=date(2025, 3, 3), date_to=date(2025, 3, 11), bucket="day")
+    days = {b.start: b for b in product_stats(product=scene["product"], filters=f).buckets}
     assert len(days) == 9  # every day of the range, empty ones included
     assert days[date(2025, 3, 3)].by_type == {"unknown type": 2, "dent": 0, "scratch": 1}
     assert (days[date(2025, 3, 3)].inspected, days[date(2025, 3, 3)].defects) == (4, 3)
@@ -151,9 +155,9 @@ def test_counts_per_day_and_per_week_bucket(scene):
     assert days[date(2025, 3, 5)].inspected == 0 and days[date(2025, 3, 5)].defect_rate_pct is None
     assert days[date(2025, 3, 11)].by_type["scratch"] == 1
 
-    weeks = stats.product_stats(
+    weeks = product_stats(
         product=scene["product"],
-        filters=stats.StatsFilters(date_from=date(2025, 3, 5), date_to=date(2025, 3, 16), bucket="week"),
+        filters=StatsFilters(date_from=date(2025, 3, 5), date_to=date(2025, 3, 16), bucket="week"),
     ).buckets
     assert [b.start for b in weeks] == [date(2025, 3, 3), date(2025, 3, 10)]  # Mondays
     # 3-5 to 3-16 leaves out the batches of 3-3 and 3-4: the first week is empty
@@ -162,13 +166,13 @@ def test_counts_per_day_and_per_week_bucket(scene):
 
 def test_reviewed_defective_without_a_type_keeps_the_prediction(scene, owner):
     review_decide(inspection_id=scene["p_scratch"].pk, user=owner, verdict="defective", expected_version=None)
-    data = stats.product_stats(product=scene["product"], filters=all_dates())
+    data = product_stats(product=scene["product"], filters=all_dates())
     scratch = next(t for t in data.types if t.name == "scratch")
     assert (scratch.count, scratch.reviewed, scratch.confirmed) == (2, 2, 1)
 
 
 def test_override_rate_uses_the_decision_in_force(scene, owner):
-    data = stats.product_stats(product=scene["product"], filters=all_dates())
+    data = product_stats(product=scene["product"], filters=all_dates())
     o = data.override
     # c_dent: type override; c_dent2: agreement; false_alarm and missed: verdict overrides
     assert (o.reviewed, o.decisions, o.verdict_overrides, o.type_overrides, o.overrides) == (4, 4, 2, 1, 3)
@@ -183,14 +187,14 @@ def test_override_rate_uses_the_decision_in_force(scene, owner):
         defect_type=scene["scratch"],
         expected_version=None,
     )
-    assert stats.product_stats(product=scene["product"], filters=all_dates()).override.overrides == 2
+    assert product_stats(product=scene["product"], filters=all_dates()).override.overrides == 2
     review_undo(user=owner, product=scene["product"])
-    assert stats.product_stats(product=scene["product"], filters=all_dates()).override.overrides == 3
+    assert product_stats(product=scene["product"], filters=all_dates()).override.overrides == 3
 
 
 def test_reviewed_images_without_a_review_event_are_counted_apart(scene, owner):
     make_image(scene["b1"], "legacy.png", "review", reviewed_verdict="good", reviewed_by=owner)
-    o = stats.product_stats(product=scene["product"], filters=all_dates()).override
+    o = product_stats(product=scene["product"], filters=all_dates()).override
     assert (o.reviewed, o.decisions, o.without_event, o.overrides) == (5, 4, 1, 3)
 
 
@@ -209,7 +213,7 @@ def test_classifier_accuracy_per_version_on_confirmed_labels(scene, owner):
         review_decide(
             inspection_id=image.pk, user=owner, verdict="defective", defect_type=scene["dent"], expected_version=None
         )
-    versions = {v.version: v for v in stats.product_stats(product=scene["product"], filters=all_dates()).versions}
+    versions = {v.version: v for v in product_stats(product=scene["product"], filters=all_dates()).versions}
     assert (versions[1].n, versions[1].correct, versions[1].accuracy_pct) == (1, 0, 0.0)  # c_dent
     # c_dent2 and x right; u ranked dent first too but was sent to a human as unknown: right (closed-set), and
     # counted as unknown; the override rate counts it as overridden.
@@ -222,7 +226,7 @@ def test_classifier_accuracy_per_version_on_confirmed_labels(scene, owner):
 
 def test_a_later_rename_does_not_change_the_accuracy(scene):
     DefectType.objects.filter(pk=scene["dent"].pk).update(name="dent (deep)")
-    versions = {v.version: v for v in stats.product_stats(product=scene["product"], filters=all_dates()).versions}
+    versions = {v.version: v for v in product_stats(product=scene["product"], filters=all_dates()).versions}
     assert (versions[2].n, versions[2].correct) == (1, 1)
 
 
@@ -234,13 +238,13 @@ def test_dates_are_inclusive_days_in_the_server_time_zone(settings, product, sup
     make_image(on, "b.png", "defective")
 
     def count(first: str, last: str) -> int:
-        filters = stats.filters_from_query({"from": first, "to": last})
-        return stats.product_stats(product=product, filters=filters).inspected
+        filters = filters_from_query({"from": first, "to": last})
+        return product_stats(product=product, filters=filters).inspected
 
     assert count("2025-03-02", "2025-03-02") == 2
     assert count("2025-03-01", "2025-03-01") == 0
     assert count("2025-03-03", "2025-03-03") == 0
-    days = stats.product_stats(product=product, filters=stats.filters_from_query({"from": "2025-03-02"})).buckets
+    days = product_stats(product=product, filters=filters_from_query({"from": "2025-03-02"})).buckets
     assert days[0].start == date(2025, 3, 2) and days[0].inspected == 2
 
 
@@ -260,14 +264,14 @@ def test_bad_filters_are_refused_with_a_message(query, key):
     from django.core.exceptions import ValidationError
 
     with pytest.raises(ValidationError) as info:
-        stats.filters_from_query(query)
+        filters_from_query(query)
     assert key in info.value.message_dict
 
 
 def test_default_range_is_the_last_30_days_or_the_whole_batch():
-    f = stats.filters_from_query({})
-    assert (f.date_to - f.date_from).days == 29 and f.date_to == stats.today()
-    assert stats.filters_from_query({"batch": "7"}) == stats.StatsFilters(batch_id=7)
+    f = filters_from_query({})
+    assert (f.date_to - f.date_from).days == 29 and f.date_to == today()
+    assert filters_from_query({"batch": "7"}) == StatsFilters(batch_id=7)
 
 
 # ------------------------------------------------------------------------------------------------- the page
@@ -279,7 +283,7 @@ def test_dashboard_shows_the_figures_and_the_rules(client, owner, scene):
     r = client.get(url, {"from": "2025-03-01", "to": "2025-03-31", "bucket": "week"})
     assert r.status_code == 200 and "HX-Request" in r["Vary"]
     body = r.content.decode()
-    assert "<svg" in body and "Pareto of defect types" in body and stats.RULES["defect"] in body
+    assert "<svg" in body and "Pareto of defect types" in body and RULES["defect"] in body
     assert reverse("api-product-export", args=[scene["product"].pk]) in body
     assert r.context["stats"].defects == 6 and r.context["stats"].override.overrides == 3
     partial = client.get(url, {"from": "2025-03-01", "to": "2025-03-31"}, HTTP_HX_REQUEST="true")
@@ -323,17 +327,38 @@ def test_summary_json_equals_the_dashboard(api, client, owner, scene):
     assert data["types"] == shown["summary"]
     assert data["types"] == [
         {
-            "type": t.name,
-            "count": t.count,
-            "share_pct": t.share_pct,
-            "rate_pct": t.rate_pct,
-            "reviewed": t.reviewed,
-            "confirmed": t.confirmed,
-            "classifier_n": t.classifier_n,
-            "classifier_correct": t.classifier_correct,
-            "classifier_accuracy_pct": t.classifier_accuracy_pct,
-        }
-        for t in shown["stats"].types
+            "type": "dent",
+            "count": 2,
+            "share_pct": 33.33,
+            "rate_pct": 25.0,
+            "reviewed": 2,
+            "confirmed": 2,
+            "classifier_n": 2,
+            "classifier_correct": 1,
+            "classifier_accuracy_pct": 50.0,
+        },
+        {
+            "type": "scratch",
+            "count": 2,
+            "share_pct": 33.33,
+            "rate_pct": 25.0,
+            "reviewed": 1,
+            "confirmed": 1,
+            "classifier_n": 0,
+            "classifier_correct": 0,
+            "classifier_accuracy_pct": None,
+        },
+        {
+            "type": "unknown type",
+            "count": 2,
+            "share_pct": 33.33,
+            "rate_pct": 25.0,
+            "reviewed": 0,
+            "confirmed": 0,
+            "classifier_n": 0,
+            "classifier_correct": 0,
+            "classifier_accuracy_pct": None,
+        },
     ]
     s = shown["stats"]
     assert data["totals"] == {
@@ -358,7 +383,7 @@ def test_format_csv_returns_the_summary_as_csv(api, scene):
     assert r["Content-Type"].startswith("text/csv")
     assert r["Content-Disposition"] == 'attachment; filename="valve-body-defect-types-2025-03-01_2025-03-31.csv"'
     rows = list(csv.DictReader(io.StringIO(r.content.decode())))
-    assert tuple(rows[0]) == stats.SUMMARY_COLUMNS
+    assert tuple(rows[0]) == SUMMARY_COLUMNS
     json_rows = api.get(f"/api/products/{pid}/stats/", {"from": "2025-03-01", "to": "2025-03-31"}).json()["types"]
     assert [(row["type"], int(row["count"])) for row in rows] == [(row["type"], row["count"]) for row in json_rows]
 
@@ -387,7 +412,7 @@ def test_batch_export_rows_and_columns_are_exact(api, scene, settings):
     assert r["Content-Type"] == "text/csv; charset=utf-8"
     assert r["Content-Disposition"] == f'attachment; filename="valve-body-batch-{scene["b2"].pk}-images.csv"'
     rows = list(csv.reader(io.StringIO(b"".join(r.streaming_content).decode())))
-    assert rows[0] == list(stats.IMAGE_COLUMNS)
+    assert rows[0] == list(IMAGE_COLUMNS)
     c_dent = Inspection.objects.get(pk=scene["c_dent"].pk)
     review_time = c_dent.reviewed_at.astimezone(ZoneInfo("UTC")).isoformat(timespec="seconds")
     assert rows[1] == [
@@ -530,5 +555,5 @@ def test_a_type_chosen_before_any_classifier_spoke_is_not_an_override(product, s
     crack = DefectType.objects.create(product=product, name="crack")
     first = make_image(batch, "first.png", "defective")  # flagged, no classifier yet
     review_decide(inspection_id=first.pk, user=owner, verdict="defective", defect_type=crack, expected_version=0)
-    o = stats.product_stats(product=product, filters=all_dates()).override
+    o = product_stats(product=product, filters=all_dates()).override
     assert (o.decisions, o.overrides, o.rate_pct) == (1, 0, 0.0)

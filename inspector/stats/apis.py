@@ -1,4 +1,4 @@
-"""Statistics API and CSV exports: thin doors over inspector.review.stats (the dashboard's own figures).
+"""Statistics API and CSV exports: thin doors over inspector.stats (the dashboard's own figures).
 
 `?format=` is DRF's URL_FORMAT_OVERRIDE: DRF would pick a renderer by it, and answer 404 for a format no
 renderer has. The summary view handles it deliberately: a negotiation class that reads only `format` (json,
@@ -8,8 +8,7 @@ stream CSV and ignore `format` and Accept. Errors are always JSON.
 
 from __future__ import annotations
 
-import csv
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 from django.core.exceptions import ValidationError
 from django.http import StreamingHttpResponse
@@ -24,41 +23,16 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from inspector.audit.services import audit_export
+from inspector.exports import attachment, csv_lines, csv_response
 from inspector.inspections import selectors as inspection_selectors
 from inspector.products import selectors as product_selectors
 from inspector.products.models import Product, Role
-from inspector.review import stats
-
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_cell(value: object) -> object:
-    """Neutralise spreadsheet formula injection: text starting with = + - @ (or tab/CR) gets a leading '.
-    Numbers are written as numbers."""
-    if value is None:
-        return ""
-    if isinstance(value, str) and value.startswith(FORMULA_START):
-        return "'" + value
-    return value
+from inspector.stats.exports import IMAGE_COLUMNS, SUMMARY_COLUMNS, image_rows, stats_as_dict
+from inspector.stats.figures import product_stats
+from inspector.stats.filters import BUCKETS, StatsFilters, check_batch, filters_from_query
 
 
-class _Echo:
-    def write(self, value: str) -> str:
-        return value
-
-
-def csv_lines(header: Iterable[str], rows: Iterable[Iterable]) -> Iterator[str]:
-    writer = csv.writer(_Echo())
-    yield writer.writerow(list(header))
-    for row in rows:
-        yield writer.writerow([csv_cell(v) for v in row])
-
-
-def _disposition(filename: str) -> str:
-    return f'attachment; filename="{filename}"'
-
-
-def _range_name(filters: stats.StatsFilters) -> str:
+def _range_name(filters: StatsFilters) -> str:
     if filters.batch_id:
         return f"batch-{filters.batch_id}"
     return f"{filters.date_from or 'start'}_{filters.date_to or 'now'}"
@@ -68,25 +42,25 @@ def _product_name(product: Product) -> str:
     return slugify(product.name) or f"product-{product.pk}"
 
 
-def _filters(request: Request, product: Product) -> stats.StatsFilters:
+def _filters(request: Request, product: Product) -> StatsFilters:
     try:
-        filters = stats.filters_from_query(request.query_params)
-        stats.check_batch(product=product, filters=filters)
+        filters = filters_from_query(request.query_params)
+        check_batch(product=product, filters=filters)
     except ValidationError as exc:
         raise ApiValidationError(exc.message_dict) from None
     return filters
 
 
 class SummaryCsvRenderer(BaseRenderer):
-    """The per-type summary (stats.SUMMARY_COLUMNS) of a stats dict as CSV."""
+    """The per-type summary (SUMMARY_COLUMNS) of a stats dict as CSV."""
 
     media_type = "text/csv"
     format = "csv"
     charset = "utf-8"
 
     def render(self, data, accepted_media_type=None, renderer_context=None) -> str:
-        rows = ([row[c] for c in stats.SUMMARY_COLUMNS] for row in data["types"])
-        return "".join(csv_lines(stats.SUMMARY_COLUMNS, rows))
+        rows = ([row[c] for c in SUMMARY_COLUMNS] for row in data["types"])
+        return "".join(csv_lines(SUMMARY_COLUMNS, rows))
 
 
 class FormatParameterNegotiation(BaseContentNegotiation):
@@ -130,7 +104,7 @@ class ProductStatsApi(_JsonErrorsMixin, APIView):
         parameters=[
             OpenApiParameter("format", str, enum=["json", "csv"], description="json (default) or csv"),
             *_FILTER_PARAMS,
-            OpenApiParameter("bucket", str, enum=list(stats.BUCKETS)),
+            OpenApiParameter("bucket", str, enum=list(BUCKETS)),
             OpenApiParameter("batch", int, description="only this batch of the product"),
         ],
         responses={(200, "application/json"): OpenApiTypes.OBJECT, (200, "text/csv"): OpenApiTypes.STR},
@@ -138,19 +112,17 @@ class ProductStatsApi(_JsonErrorsMixin, APIView):
     def get(self, request: Request, product_id: int) -> Response:
         product = product_selectors.product_get_for_user(user=request.user, product_id=product_id, role=Role.REVIEWER)
         filters = _filters(request, product)
-        data = stats.stats_as_dict(stats.product_stats(product=product, filters=filters))
+        data = stats_as_dict(product_stats(product=product, filters=filters))
         response = Response(data)
         if request.accepted_renderer.format == "csv":
             filename = f"{_product_name(product)}-defect-types-{_range_name(filters)}.csv"
-            response["Content-Disposition"] = _disposition(filename)
+            response["Content-Disposition"] = attachment(filename)
             audit_export(team=product.team_id, what="defect-type summary", obj=product, query=request.query_params)
         return response
 
 
 def _stream(filename: str, rows: Iterable[Iterable]) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(csv_lines(stats.IMAGE_COLUMNS, rows), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = _disposition(filename)
-    return response
+    return csv_response(filename, IMAGE_COLUMNS, rows)
 
 
 class _CsvExportNegotiation(BaseContentNegotiation):
@@ -180,7 +152,7 @@ class ProductExportApi(_JsonErrorsMixin, APIView):
         audit_export(team=product.team_id, what="product images", obj=product, query=request.query_params)
         return _stream(
             f"{_product_name(product)}-images-{_range_name(filters)}.csv",
-            stats.image_rows(product=product, filters=filters),
+            image_rows(product=product, filters=filters),
         )
 
 
@@ -193,9 +165,9 @@ class BatchExportApi(_JsonErrorsMixin, APIView):
     @extend_schema(operation_id="batch_export_csv", responses={(200, "text/csv"): OpenApiTypes.STR})
     def get(self, request: Request, batch_id: int) -> StreamingHttpResponse:
         batch = inspection_selectors.batch_get_for_user(user=request.user, batch_id=batch_id, role=Role.REVIEWER)
-        filters = stats.StatsFilters(batch_id=batch.pk)
+        filters = StatsFilters(batch_id=batch.pk)
         audit_export(team=batch.product.team_id, what="batch images", obj=batch, query=request.query_params)
         return _stream(
             f"{_product_name(batch.product)}-batch-{batch.pk}-images.csv",
-            stats.image_rows(product=batch.product, filters=filters),
+            image_rows(product=batch.product, filters=filters),
         )

@@ -6,23 +6,26 @@ from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
 from django.urls import reverse
-from django.utils.cache import patch_vary_headers
 from django.utils.http import urlencode
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET
 
-from inspector.products.models import Role
+from inspector.htmx import render_htmx
+from inspector.products.models import Product, Role
 from inspector.products.selectors import product_get_for_user
-from inspector.review import charts, stats
+from inspector.stats import charts
+from inspector.stats.exports import summary_rows
+from inspector.stats.figures import RULES, product_stats
+from inspector.stats.filters import TIME_BASIS, filters_from_query
+from inspector.stats.rows import ProductStats
 
 TOP_TYPES_IN_TIME_CHART = 8  # the rest are one "other types" segment; the table below the chart has them all
 BATCH_CHOICES = 200
 VERDICT_COLOURS = {"good": "#1d7a3a", "review": "#b26b00", "defective": "#b3261e", "unreviewed": "#c8cdd6"}
 
 
-def _time_chart(data: stats.ProductStats) -> str:
+def _time_chart(data: ProductStats) -> str:
     shown = data.types[:TOP_TYPES_IN_TIME_CHART]
     rest = [t.name for t in data.types[TOP_TYPES_IN_TIME_CHART:]]
     series = [charts.Series(t.name, t.colour, [b.by_type[t.name] for b in data.buckets]) for t in shown]
@@ -42,7 +45,7 @@ def _time_chart(data: stats.ProductStats) -> str:
     )
 
 
-def _pareto_chart(data: stats.ProductStats) -> str:
+def _pareto_chart(data: ProductStats) -> str:
     return charts.pareto(
         chart_id="chart-pareto",
         title="Pareto of defect types",
@@ -51,7 +54,7 @@ def _pareto_chart(data: stats.ProductStats) -> str:
     )
 
 
-def _mix_chart(data: stats.ProductStats) -> str:
+def _mix_chart(data: ProductStats) -> str:
     machine = [(v, data.machine_mix.get(v, 0), VERDICT_COLOURS[v]) for v in ("good", "review", "defective")]
     review = [(k, data.review_mix[k], VERDICT_COLOURS[k]) for k in ("unreviewed", "good", "defective")]
     return charts.proportion_bars(
@@ -62,13 +65,13 @@ def _mix_chart(data: stats.ProductStats) -> str:
     )
 
 
-def _context(product, data: stats.ProductStats) -> dict:
+def _context(product: Product, data: ProductStats) -> dict:
     query = data.filters.as_query()
     date_query = {k: v for k, v in query.items() if k in ("from", "to", "batch")}
     summary_url = reverse("api-product-stats", args=[product.pk])
     return {
         "stats": data,
-        "summary": stats.summary_rows(data),
+        "summary": summary_rows(data),
         "time_chart": mark_safe(_time_chart(data)),  # built from escaped parts, see charts.esc
         "pareto_chart": mark_safe(_pareto_chart(data)),
         "mix_chart": mark_safe(_mix_chart(data)),
@@ -83,20 +86,20 @@ def _context(product, data: stats.ProductStats) -> dict:
 
 @login_required
 @require_GET
-def product_stats(request: HttpRequest, product_id: int) -> HttpResponse:
+def stats_page(request: HttpRequest, product_id: int) -> HttpResponse:
     product = product_get_for_user(user=request.user, product_id=product_id, role=Role.REVIEWER)
     context = {
         "product": product,
-        "rules": stats.RULES,
-        "time_basis": stats.TIME_BASIS,
+        "rules": RULES,
+        "time_basis": TIME_BASIS,
         "time_zone": settings.TIME_ZONE,
         "errors": [],
         "form": {k: request.GET.get(k, "") for k in ("from", "to", "bucket", "batch")},
         "batches": product.batches.order_by("-created_at", "-id")[:BATCH_CHOICES],
     }
     try:
-        filters = stats.filters_from_query(request.GET)
-        data = stats.product_stats(product=product, filters=filters)
+        filters = filters_from_query(request.GET)
+        data = product_stats(product=product, filters=filters)
     except ValidationError as exc:
         context["errors"] = exc.messages
     else:
@@ -105,7 +108,4 @@ def product_stats(request: HttpRequest, product_id: int) -> HttpResponse:
             "from": filters.date_from.isoformat() if filters.date_from else "",
             "to": filters.date_to.isoformat() if filters.date_to else "",
         }
-    template = "review/stats_body.html" if request.htmx else "review/stats.html"
-    response = render(request, template, context)
-    patch_vary_headers(response, ["HX-Request"])  # caches must keep the two renderings apart
-    return response
+    return render_htmx(request, "stats/stats.html", "stats/_body.html", context)

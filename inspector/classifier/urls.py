@@ -1,0 +1,24 @@
+from django.urls import path
+
+from inspector.classifier import apis, views
+
+urlpatterns = [
+    path("products/<int:product_id>/classifier/", views.classifier, name="classifier"),
+    path("products/<int:product_id>/review/train/", views.review_train, name="review-train"),
+    path("api/products/<int:product_id>/classifier/", apis.ClassifierApi.as_view(), name="api-classifier"),
+    path(
+        "api/products/<int:product_id>/classifier/train/",
+        apis.ClassifierTrainApi.as_view(),
+        name="api-classifier-train",
+    ),
+    path(
+        "api/products/<int:product_id>/classifier/<int:version>/promote/",
+        apis.ClassifierPromoteApi.as_view(),
+        name="api-classifier-promote",
+    ),
+    path(
+        "api/products/<int:product_id>/classifier/rollback/",
+        apis.ClassifierRollbackApi.as_view(),
+        name="api-classifier-rollback",
+    ),
+]
