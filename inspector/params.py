@@ -127,3 +127,10 @@ class DbIdConverter:
 
     def to_url(self, value: int | str) -> str:
         return str(value)
+
+
+def is_db_id(value: object) -> bool:
+    """True for ASCII digits naming an integer the database can hold (1 .. DB_INT_MAX): the safe test before `int()`
+    where a page ignores a value it cannot use (a filter left over in a bookmark) instead of answering 400."""
+    text = str(value if value is not None else "").strip()
+    return bool(_DIGITS.fullmatch(text)) and len(text) <= 10 and 1 <= int(text) <= DB_INT_MAX

@@ -310,7 +310,13 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "inspector.api_errors.ApiSchema",
     "EXCEPTION_HANDLER": "inspector.api_errors.api_exception_handler",
 }
-SPECTACULAR_SETTINGS = {"TITLE": "Inspector API", "VERSION": "1.0.0", "SERVE_INCLUDE_SCHEMA": False}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Inspector API",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # <id:...> in URLs (inspector.params.DbIdConverter): an object id within PostgreSQL's integer range
+    "PATH_CONVERTER_OVERRIDES": {"id": {"type": "integer", "minimum": 0, "maximum": 2147483647}},
+}
 
 LOGGING = {
     "version": 1,

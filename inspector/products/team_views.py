@@ -19,6 +19,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from inspector.audit import selectors as audit_selectors
 from inspector.audit.models import AuditEvent
 from inspector.audit.services import audit_export
+from inspector.params import is_db_id
 from inspector.products import selectors, services
 from inspector.products.models import Role
 
@@ -33,7 +34,7 @@ def team_list(request: HttpRequest) -> HttpResponse:
 
 
 def _user_id(value: str) -> int:
-    if not str(value).isdigit():
+    if not is_db_id(value):
         raise ValidationError({"user": "no such member of this team"})
     return int(value)
 

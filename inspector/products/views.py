@@ -9,6 +9,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from inspector import ml
 from inspector.htmx import render_polled
+from inspector.params import is_db_id
 from inspector.products import selectors, services
 from inspector.products.models import Role
 
@@ -24,7 +25,7 @@ def product_list(request: HttpRequest) -> HttpResponse:
                 user=request.user,
                 name=request.POST.get("name", ""),
                 description=request.POST.get("description", ""),
-                team_id=int(team) if team.isdigit() else None,
+                team_id=int(team) if is_db_id(team) else None,
             )
         except ValidationError as exc:
             errors = exc.message_dict

@@ -8,6 +8,7 @@ from django.db.models import Case, F, IntegerField, Max, Q, QuerySet, Value, Whe
 from django.utils import timezone
 
 from inspector.inspections.models import Batch, Inspection
+from inspector.params import is_db_id
 from inspector.products.models import DefectType, Product
 from inspector.review.models import ReviewEvent
 
@@ -40,7 +41,7 @@ class QueueFilters:
     def from_query(cls, query) -> QueueFilters:
         def as_int(key: str) -> int | None:
             value = query.get(key, "")
-            return int(value) if str(value).isdigit() else None
+            return int(value) if is_db_id(value) else None
 
         verdict = query.get("verdict", "")
         reviewed = query.get("reviewed", "no")

@@ -19,6 +19,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from inspector.htmx import render_htmx
 from inspector.inspections.models import Inspection
+from inspector.params import is_db_id
 from inspector.products.models import DefectType, Product, Role
 from inspector.products.selectors import product_get_for_user
 from inspector.review import selectors, services
@@ -40,7 +41,7 @@ def _filters(request: HttpRequest) -> QueueFilters:
 
 
 def _int(value) -> int | None:
-    return int(value) if str(value or "").isdigit() else None
+    return int(value) if is_db_id(value) else None
 
 
 def review_url(name: str, product: Product, query: dict[str, str]) -> str:
@@ -312,7 +313,7 @@ def _bulk_items(request: HttpRequest, *, product: Product, filters: QueueFilters
     items = []
     for value in request.POST.getlist("items"):
         pk, _, version = value.partition(":")
-        if pk.isdigit():
+        if is_db_id(pk):
             items.append((int(pk), _int(version)))
     return items[:BULK_MAX]
 

@@ -59,6 +59,10 @@ class SummaryCsvRenderer(BaseRenderer):
     charset = "utf-8"
 
     def render(self, data, accepted_media_type=None, renderer_context=None) -> str:
+        if not isinstance(data, dict) or "types" not in data:
+            # Not a stats dict (an OPTIONS description, an error body): one `detail` row rather than a 500.
+            detail = data.get("detail", "") if isinstance(data, dict) else ""
+            return "".join(csv_lines(["detail"], [[str(detail or "no statistics in this response")]]))
         rows = ([row[c] for c in SUMMARY_COLUMNS] for row in data["types"])
         return "".join(csv_lines(SUMMARY_COLUMNS, rows))
 

@@ -21,6 +21,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from inspector.inspections.models import Batch, Inspection
+from inspector.params import is_db_id
 from inspector.products.models import Product
 
 BUCKETS = ("day", "week")
@@ -82,7 +83,7 @@ def filters_from_query(query: Mapping) -> StatsFilters:
     raw_batch = (query.get("batch") or "").strip()
     batch_id = None
     if raw_batch:
-        if raw_batch.isdigit() and int(raw_batch) > 0:
+        if is_db_id(raw_batch):
             batch_id = int(raw_batch)
         else:
             errors["batch"] = f"batch={raw_batch[:40]!r} is not a batch number"
