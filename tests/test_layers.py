@@ -25,6 +25,8 @@ FLOORS: dict[str, int] = {
     "inspector.jobs": 0,
     "inspector.uploads": 0,
     "inspector.exports": 0,
+    "inspector.params": 0,
+    "inspector.api_errors": 0,
     "inspector.htmx": 0,
     "inspector.audit": 1,  # record and read events
     "inspector.accounts": 2,  # tokens, login

@@ -8,7 +8,7 @@ import uuid
 
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import OperationalError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from inspector import ml
@@ -17,6 +17,7 @@ from inspector.audit.services import audit_record
 from inspector.classifier.selectors import classifier_active, confirmed_examples, type_id_of
 from inspector.classifier.services import classifier_activate
 from inspector.inspections.models import Inspection
+from inspector.jobs import Claim, Job, job_run
 from inspector.products.models import DefectType, Product
 from inspector.review.models import ClassifierVersion
 
@@ -83,63 +84,65 @@ def _compare(
     return False, "worse than " + verdict + "; waits for a lead"
 
 
+TRAINING = Job(
+    ClassifierVersion,
+    name="classifier training",
+    queued=ClassifierVersion.Status.QUEUED,
+    running=ClassifierVersion.Status.TRAINING,
+    failed=ClassifierVersion.Status.FAILED,
+    on_claim={"progress": 10},
+    on_release={"progress": 0},
+    on_fail={"progress": 100},
+    time_limit_reason="training took longer than INSPECTOR_FIT_TIME_LIMIT: train again with fewer examples",
+)
+
+
 def classifier_train(*, version_id: int) -> None:
-    """Task body: fit, judge by leave-one-out, compare with the active version on the same labels, then promote
+    """Task body (the one job lifecycle of inspector.jobs: claim, release on transient trouble, fail with the
+    reason): fit, judge by leave-one-out, compare with the active version on the same labels, then promote
     automatically only if not worse; otherwise hold for a lead."""
-    claimed = ClassifierVersion.objects.filter(pk=version_id, status=ClassifierVersion.Status.QUEUED).update(
-        status=ClassifierVersion.Status.TRAINING, started_at=timezone.now(), progress=10
+    job_run(TRAINING, pk=version_id, work=_train)
+
+
+def _train(claim: Claim) -> None:
+    cv = ClassifierVersion.objects.select_related("product").get(pk=claim.pk)
+    active = classifier_active(product_id=cv.product_id)  # the version this one must not be worse than
+    examples, ids, pool, type_ids = confirmed_examples(product=cv.product)
+    if not examples:
+        raise ValueError("no confirmed defect types to train on")
+    claim.rows.update(progress=30)
+    result = ml.train_classifier(examples, pool)
+    claim.rows.update(progress=80)
+    name = default_storage.save(
+        f"classifiers/{cv.product_id}/v{cv.version}-{uuid.uuid4().hex}.pt", ContentFile(result.payload)
     )
-    if not claimed:
-        return
-    cv = ClassifierVersion.objects.select_related("product").get(pk=version_id)
-    try:
-        active = classifier_active(product_id=cv.product_id)  # the version this one must not be worse than
-        examples, ids, pool, type_ids = confirmed_examples(product=cv.product)
-        if not examples:
-            raise ValueError("no confirmed defect types to train on")
-        ClassifierVersion.objects.filter(pk=cv.pk).update(progress=30)
-        result = ml.train_classifier(examples, pool)
-        ClassifierVersion.objects.filter(pk=cv.pk).update(progress=80)
-        name = default_storage.save(
-            f"classifiers/{cv.product_id}/v{cv.version}-{uuid.uuid4().hex}.pt", ContentFile(result.payload)
+    metrics = _version_metrics(result, ids, len(pool)) | {"type_ids": type_ids}
+    promote, reason = _compare(result, ids, active, metrics)
+    with transaction.atomic():
+        Product.objects.select_for_update().filter(pk=cv.product_id).first()
+        now_active = classifier_active(product_id=cv.product_id)
+        if promote and getattr(now_active, "pk", None) != getattr(active, "pk", None):
+            # A lead promoted or rolled back while this trained: their decision stands.
+            promote = False
+            reason = "the version in use changed while this one trained: waits for a lead"
+        written = claim.rows.update(
+            payload=name,
+            metrics=metrics,
+            method=result.method,
+            method_reason=result.method_reason[:300],
+            train_seconds=result.seconds,
+            trained_at=timezone.now(),
+            status=ClassifierVersion.Status.READY,
+            decision=ClassifierVersion.Decision.HELD,
+            decision_reason=reason[:500],
+            progress=100,
         )
-        metrics = _version_metrics(result, ids, len(pool)) | {"type_ids": type_ids}
-        promote, reason = _compare(result, ids, active, metrics)
-        with transaction.atomic():
-            Product.objects.select_for_update().filter(pk=cv.product_id).first()
-            now_active = classifier_active(product_id=cv.product_id)
-            if promote and getattr(now_active, "pk", None) != getattr(active, "pk", None):
-                # A lead promoted or rolled back while this trained: their decision stands.
-                promote = False
-                reason = "the version in use changed while this one trained: waits for a lead"
-            ClassifierVersion.objects.filter(pk=cv.pk).update(
-                payload=name,
-                metrics=metrics,
-                method=result.method,
-                method_reason=result.method_reason[:300],
-                train_seconds=result.seconds,
-                trained_at=timezone.now(),
-                status=ClassifierVersion.Status.READY,
-                decision=ClassifierVersion.Decision.HELD,
-                decision_reason=reason[:500],
-                progress=100,
+        if promote and written:
+            classifier_activate(cv=cv)
+            audit_record(
+                action=Action.CLASSIFIER_PROMOTE,
+                team=cv.product.team_id,
+                actor=None,
+                obj=cv,
+                details={"product": cv.product_id, "version": cv.version, "automatic": True, "reason": reason},
             )
-            if promote:
-                classifier_activate(cv=cv)
-                audit_record(
-                    action=Action.CLASSIFIER_PROMOTE,
-                    team=cv.product.team_id,
-                    actor=None,
-                    obj=cv,
-                    details={"product": cv.product_id, "version": cv.version, "automatic": True, "reason": reason},
-                )
-    except OperationalError:
-        ClassifierVersion.objects.filter(pk=cv.pk, status=ClassifierVersion.Status.TRAINING).update(
-            status=ClassifierVersion.Status.QUEUED, progress=0
-        )
-        raise
-    except Exception as exc:
-        log.exception("training classifier version %s failed", version_id)
-        ClassifierVersion.objects.filter(pk=cv.pk).update(
-            status=ClassifierVersion.Status.FAILED, error=f"{type(exc).__name__}: {exc}"[:2000], progress=100
-        )
