@@ -314,6 +314,8 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Inspector API",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Request and response components apart: uploads are then `format: binary` in multipart bodies (not URIs).
+    "COMPONENT_SPLIT_REQUEST": True,
     # <id:...> in URLs (inspector.params.DbIdConverter): an object id within PostgreSQL's integer range
     "PATH_CONVERTER_OVERRIDES": {"id": {"type": "integer", "minimum": 0, "maximum": 2147483647}},
 }

@@ -11,6 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from inspector import ml
 from inspector.products import selectors, services
 from inspector.products.models import Product, Role, SupportSet
 
@@ -45,8 +46,8 @@ UploadIn = inline_serializer(
     "ImagesUpload",
     {
         "images": serializers.ListField(child=serializers.FileField(), help_text="repeat the field; or one .zip"),
-        "lot": serializers.CharField(required=False),
-        "line": serializers.CharField(required=False),
+        "lot": serializers.CharField(required=False, allow_blank=True),
+        "line": serializers.CharField(required=False, allow_blank=True),
     },
 )
 
@@ -133,7 +134,7 @@ class SupportImagesApi(APIView):
 
 
 class DetectorIn(serializers.Serializer):
-    method = serializers.CharField(help_text="fastrecon | patchcore | patchcore_plus | dfd")
+    method = serializers.ChoiceField(choices=ml.detector_methods(), help_text="a method of the detector registry")
 
 
 class ProductDetectorApi(APIView):
