@@ -129,8 +129,8 @@ class DbIdConverter:
         return str(value)
 
 
-def is_db_id(value: object) -> bool:
-    """True for ASCII digits naming an integer the database can hold (1 .. DB_INT_MAX): the safe test before `int()`
-    where a page ignores a value it cannot use (a filter left over in a bookmark) instead of answering 400."""
+def is_db_id(value: object, *, minimum: int = 1) -> bool:
+    """True for ASCII digits naming an integer the database can hold (minimum .. DB_INT_MAX; versions start at 0):
+    the safe test before `int()` where a page ignores a value it cannot use (a filter left over in a bookmark)."""
     text = str(value if value is not None else "").strip()
-    return bool(_DIGITS.fullmatch(text)) and len(text) <= 10 and 1 <= int(text) <= DB_INT_MAX
+    return bool(_DIGITS.fullmatch(text)) and len(text) <= 10 and minimum <= int(text) <= DB_INT_MAX

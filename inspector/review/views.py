@@ -41,7 +41,7 @@ def _filters(request: HttpRequest) -> QueueFilters:
 
 
 def _int(value) -> int | None:
-    return int(value) if is_db_id(value) else None
+    return int(value) if is_db_id(value, minimum=0) else None
 
 
 def review_url(name: str, product: Product, query: dict[str, str]) -> str:

@@ -93,3 +93,4 @@ def test_is_db_id_only_for_ascii_ids_the_database_can_hold():
     assert is_db_id("42") and is_db_id(7) and is_db_id(str(DB_INT_MAX))
     for bad in ["\u00b2", "\u2460", "0", "-1", "", None, "1.0", str(DB_INT_MAX + 1), "168879006213617976105685221376"]:
         assert not is_db_id(bad), bad
+    assert is_db_id("0", minimum=0) and not is_db_id("-1", minimum=0)
