@@ -89,10 +89,10 @@ class ApiSchema(AutoSchema):
 
     def _error_codes(self) -> dict[str, str]:
         codes = {"401": "no or invalid credentials", "403": "your role in this team does not allow it"}
-        if self.method in ("POST", "PUT", "PATCH") or any(p.get("in") == "query" for p in self._get_parameters()):
+        writes = self.method in ("POST", "PUT", "PATCH")
+        if writes or any(p.get("in") == "query" for p in self._get_parameters()):
             codes["400"] = "bad input: `detail` says what, field errors list each field"
-        if self.method in ("POST", "PUT", "PATCH"):
-            codes["400"] = "bad input: `detail` says what, field errors list each field"
+        if writes:
             codes["415"] = "the request body's content type is not one this operation accepts"
         if "{" in self.path:
             codes["404"] = "no such object, or it belongs to another team"

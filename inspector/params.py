@@ -34,9 +34,6 @@ class ParamError(BadRequest):
         self.message = message
         super().__init__(f"{name}: {message}")
 
-    def __str__(self) -> str:
-        return f"{self.name}: {self.message}"
-
 
 def _raw(query: Mapping, name: str, *, blank_ok: bool) -> str | None:
     """The stripped value, or None when absent (or blank and blanks are allowed)."""
@@ -132,5 +129,8 @@ class DbIdConverter:
 def is_db_id(value: object, *, minimum: int = 1) -> bool:
     """True for ASCII digits naming an integer the database can hold (minimum .. DB_INT_MAX; versions start at 0):
     the safe test before `int()` where a page ignores a value it cannot use (a filter left over in a bookmark)."""
-    text = str(value if value is not None else "").strip()
-    return bool(_DIGITS.fullmatch(text)) and len(text) <= 10 and minimum <= int(text) <= DB_INT_MAX
+    try:
+        parse_int("" if value is None else str(value), name="id", minimum=minimum)
+    except ParamError:
+        return False
+    return True

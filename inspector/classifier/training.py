@@ -3,7 +3,6 @@ in use on the labels that one never saw, and promote it only if it is not worse 
 
 from __future__ import annotations
 
-import logging
 import uuid
 
 from django.core.files.base import ContentFile
@@ -20,8 +19,6 @@ from inspector.inspections.models import Inspection
 from inspector.jobs import Claim, Job, job_run
 from inspector.products.models import DefectType, Product
 from inspector.review.models import ClassifierVersion
-
-log = logging.getLogger(__name__)
 
 
 def _accuracy(pairs: list[tuple[str, str]]) -> float | None:

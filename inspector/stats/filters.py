@@ -9,7 +9,6 @@ Monday.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -21,7 +20,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from inspector.inspections.models import Batch, Inspection
-from inspector.params import is_db_id
+from inspector.params import ParamError, choice_param, date_param, int_param
 from inspector.products.models import Product
 
 BUCKETS = ("day", "week")
@@ -29,7 +28,6 @@ DEFAULT_DAYS = 30  # without `from`, the dashboard shows the 30 days up to `to`
 MAX_BUCKETS = 400  # one chart bar per bucket: beyond this it is unreadable (choose weeks or a shorter range)
 TIME_BASIS = "batch upload time (Batch.created_at)"
 
-_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 @dataclass(frozen=True)
@@ -58,35 +56,23 @@ def today() -> date:
     return timezone.localtime(timezone.now(), server_tz()).date()
 
 
-def _parse_date(query: Mapping, key: str, errors: dict[str, str]) -> date | None:
-    value = (query.get(key) or "").strip()
-    if not value:
+def _collect(errors: dict[str, str], parse, *args, **kwargs):
+    """Run one inspector.params parser; a bad value goes into `errors` (one message per parameter), not raised."""
+    try:
+        return parse(*args, **kwargs)
+    except ParamError as exc:
+        errors[exc.name] = str(exc)
         return None
-    if _DATE_RE.fullmatch(value):
-        try:
-            return date.fromisoformat(value)
-        except ValueError:
-            pass
-    errors[key] = f"{key}={value[:40]!r} is not a date: use YYYY-MM-DD (e.g. 2025-03-31)"
-    return None
 
 
 def filters_from_query(query: Mapping) -> StatsFilters:
     """Filters from `from`, `to`, `bucket`, `batch`. Without dates: the 30 days up to today, or, when a batch
     is chosen, no date limit (the whole batch). Raises ValidationError with one message per bad parameter."""
     errors: dict[str, str] = {}
-    date_from = _parse_date(query, "from", errors)
-    date_to = _parse_date(query, "to", errors)
-    bucket = (query.get("bucket") or "day").strip()
-    if bucket not in BUCKETS:
-        errors["bucket"] = f"bucket must be one of {', '.join(BUCKETS)}"
-    raw_batch = (query.get("batch") or "").strip()
-    batch_id = None
-    if raw_batch:
-        if is_db_id(raw_batch):
-            batch_id = int(raw_batch)
-        else:
-            errors["batch"] = f"batch={raw_batch[:40]!r} is not a batch number"
+    date_from = _collect(errors, date_param, query, "from", blank_ok=True)
+    date_to = _collect(errors, date_param, query, "to", blank_ok=True)
+    bucket = _collect(errors, choice_param, query, "bucket", BUCKETS, default="day", blank_ok=True)
+    batch_id = _collect(errors, int_param, query, "batch", blank_ok=True)
     if errors:
         raise ValidationError(errors)
     if not (date_from or date_to or batch_id):
